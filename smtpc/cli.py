@@ -1,0 +1,256 @@
+"""The command line: ``smtpc send`` (also ``python -m smtpc send``)."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, BinaryIO
+
+log = logging.getLogger("smtpc.cli")
+
+EXAMPLES = """\
+examples:
+  # through a local test server that smtpc starts itself (needs smtpc[demo]);
+  # the delivered copies land in ./smtpc-demo/new
+  smtpc send --local-server smtpc-demo examples/*.eml
+
+  # through your relay, STARTTLS, password from $SMTP_PASSWORD
+  smtpc send --server smtp.example.com:587 --tls starttls \\
+      --user me@example.com --password-env SMTP_PASSWORD message.eml
+
+  # the message from standard input, envelope given explicitly
+  smtpc send --server localhost:25 --from a@example.com --to b@example.org - < msg.eml
+
+exit status: 0 when every recipient of every message was accepted, 1 when
+some were refused, 2 on a usage or connection error.
+"""
+
+
+def _version() -> str:
+    from . import __version__, core
+
+    return f"smtpc {__version__} (core: {core.IMPLEMENTATION})"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="smtpc", description="A small, fast SMTP client."
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    commands = parser.add_subparsers(dest="command", required=True)
+    send = commands.add_parser(
+        "send",
+        help="send messages (.eml files or standard input)",
+        description="Send each message file through an SMTP server. The "
+        "envelope comes from the message's From/To/Cc/Bcc headers unless "
+        "--from/--to are given.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    send.add_argument("messages", nargs="+", metavar="FILE",
+                      help="RFC 5322 message files; - reads standard input")
+    where = send.add_mutually_exclusive_group()
+    where.add_argument("--server", metavar="HOST[:PORT]",
+                       help="the SMTP server (default: localhost:25)")
+    where.add_argument("--local-server", metavar="MAILDIR", type=Path,
+                       help="start a test SMTP server on loopback that stores "
+                       "what it receives in MAILDIR, and send through it")
+    send.add_argument("--tls", choices=("none", "starttls", "implicit"),
+                      default="none", help="STARTTLS, implicit TLS (port 465), "
+                      "or none (default)")
+    send.add_argument("--cafile", help="trust the certificates in this file")
+    send.add_argument("--insecure", action="store_true",
+                      help="do not verify the server's certificate")
+    send.add_argument("--user", help="authenticate as this user")
+    send.add_argument("--password-env", metavar="VAR", default="SMTP_PASSWORD",
+                      help="environment variable holding the password "
+                      "(default SMTP_PASSWORD; asked for when unset)")
+    send.add_argument("--allow-plaintext-auth", action="store_true",
+                      help="authenticate without TLS to a host other than "
+                      "loopback")
+    send.add_argument("--from", dest="from_addr", metavar="ADDRESS",
+                      help="reverse-path (MAIL FROM)")
+    send.add_argument("--to", action="append", metavar="ADDRESS",
+                      help="forward-path (RCPT TO); repeatable")
+    send.add_argument("--timeout", type=float, default=60.0,
+                      help="seconds to wait for each reply (default 60)")
+    send.add_argument("-v", "--verbose", action="count", default=0,
+                      help="show the session (-vv: every command and reply; "
+                      "credentials are masked)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(name)s: %(message)s")
+    try:
+        return _send(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _send(args: argparse.Namespace) -> int:
+    from . import SMTPException
+
+    try:
+        with _server(args) as (host, port):
+            return _send_all(args, host, port)
+    except (SMTPException, OSError, ValueError, RuntimeError) as exc:
+        print(f"smtpc: {exc}", file=sys.stderr)
+        return 2
+
+
+@contextmanager
+def _server(args: argparse.Namespace) -> Iterator[tuple[str, int]]:
+    if args.local_server is None:
+        host, _, port = (args.server or "localhost:25").rpartition(":")
+        if not host:
+            host, port = port, ""
+        default = 465 if args.tls == "implicit" else 25
+        yield host, int(port) if port else default
+        return
+    from .demo import LocalServer
+
+    with LocalServer(args.local_server) as server:
+        print(f"local SMTP server on {server.host}:{server.port}, "
+              f"storing messages in {server.maildir}/new")
+        yield server.host, server.port
+
+
+def _tls_context(args: argparse.Namespace) -> Any:
+    from . import tls
+
+    if args.insecure:
+        return tls.unverified_context()
+    context = tls.default_context()
+    if args.cafile:
+        context.load_verify_locations(args.cafile)
+    return context
+
+
+def _password(args: argparse.Namespace) -> str:
+    password = os.environ.get(args.password_env)
+    if password is None:
+        password = getpass.getpass(f"password for {args.user}: ")
+    return password
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _connect(args: argparse.Namespace, host: str, port: int) -> Any:
+    from . import SMTP, SMTP_SSL
+
+    if args.tls == "implicit":
+        client = SMTP_SSL(host, port, timeout=args.timeout,
+                          context=_tls_context(args))
+    else:
+        client = SMTP(host, port, timeout=args.timeout)
+    try:
+        client.ehlo_or_helo_if_needed()
+        if args.tls == "starttls":
+            client.starttls(context=_tls_context(args))
+            client.ehlo()
+        if args.user:
+            encrypted = args.tls != "none"
+            if not (encrypted or _is_loopback(host) or args.allow_plaintext_auth):
+                raise ValueError(
+                    "refusing to send a password without TLS to a host other "
+                    "than loopback; use --tls or --allow-plaintext-auth"
+                )
+            client.login(args.user, _password(args))
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+def _open(name: str) -> BinaryIO:
+    if name == "-":
+        return sys.stdin.buffer
+    return open(name, "rb")
+
+
+def _envelope_from_headers(file: BinaryIO) -> tuple[str | None, list[str]]:
+    """The reverse-path and forward-paths that the message's headers name.
+
+    Only the header section is read; the file is rewound to its start.
+    """
+    from email.parser import BytesHeaderParser
+    from email.policy import default
+    from email.utils import getaddresses
+
+    lines = []
+    for line in file:
+        if line in (b"\r\n", b"\n"):
+            break
+        lines.append(line)
+    file.seek(0)
+    headers = BytesHeaderParser(policy=default).parsebytes(b"".join(lines))
+    sender = headers.get("Sender") or headers.get("From")
+    from_addr = getaddresses([str(sender)])[0][1] if sender else None
+    fields = [str(headers[f]) for f in ("To", "Cc", "Bcc") if headers[f]]
+    return from_addr, [a[1] for a in getaddresses(fields) if a[1]]
+
+
+def _send_all(args: argparse.Namespace, host: str, port: int) -> int:
+    from . import SMTPException
+
+    client = _connect(args, host, port)
+    status = 0
+    try:
+        for name in args.messages:
+            with _open(name) as file:
+                from_addr, to_addrs = args.from_addr, args.to
+                if (from_addr is None or not to_addrs) and file.seekable():
+                    header_from, header_to = _envelope_from_headers(file)
+                    from_addr = from_addr or header_from
+                    to_addrs = to_addrs or header_to
+                if from_addr is None or not to_addrs:
+                    raise ValueError(f"{name}: give --from and --to, or headers")
+                try:
+                    result = client.deliver(from_addr, to_addrs, file)
+                except SMTPException as exc:
+                    print(f"{name}: {exc}")
+                    status = 1
+                    continue
+            status = max(status, _report(name, result))
+    finally:
+        try:
+            client.quit()
+        except SMTPException:
+            client.close()
+    return status
+
+
+def _report(name: str, result: Any) -> int:
+    final = result.final
+    queued = f" (queued as {result.queue_id})" if result.queue_id else ""
+    if result.mail is not None and result.mail.code != 250:
+        print(f"{name}: MAIL FROM:<{result.reverse_path}> refused: {result.mail}")
+        return 1
+    print(f"{name}: {final if final else 'not sent'}{queued}")
+    for recipient in result.recipients:
+        outcome = recipient.outcome
+        mark = "accepted" if recipient.accepted and result.delivered else "REFUSED"
+        print(f"  {recipient.address}: {mark}: {outcome}")
+    return 0 if result.delivered and not result.refused else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1026 @@
+"""Blocking driver: ``SMTP``, ``SMTP_SSL`` and ``LMTP``, as in smtplib.
+
+The classes keep smtplib's constructor arguments, methods, return values,
+exceptions and attributes, so that ``import smtpc as smtplib`` works. They
+move bytes between a socket and the sans-I/O :class:`~smtpc.engine.Session`;
+every protocol decision is the engine's.
+
+Beyond smtplib: :meth:`SMTP.sendmail` also takes binary files and iterables
+of byte chunks and streams them; it uses PIPELINING and CHUNKING when the
+server offers them; :meth:`SMTP.deliver` returns a
+:class:`~smtpc.engine.TransactionResult` with every recipient's reply.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from . import auth as _auth
+from . import core
+from .engine.commands import addr_only, encode_path, mail_params, quoteaddr, size_limit
+from .engine.replies import Reply, ReplyCode
+from .engine.session import READ, START_TLS, Session, State, Steps
+from .engine.transaction import Envelope, TransactionResult, run_transaction
+from .errors import (
+    SMTPAuthenticationError,
+    SMTPConnectError,
+    SMTPDataError,
+    SMTPException,
+    SMTPHeloError,
+    SMTPNotSupportedError,
+    SMTPRecipientsRefused,
+    SMTPResponseException,
+    SMTPSenderRefused,
+    SMTPServerDisconnected,
+    SMTPTimeoutError,
+)
+from .sources import Source, flatten, open_source
+
+if TYPE_CHECKING:
+    import ssl
+
+SMTP_PORT = 25
+SMTP_SSL_PORT = 465
+LMTP_PORT = 2003
+CRLF = "\r\n"
+bCRLF = b"\r\n"
+_MAXCHALLENGE = 5
+
+# Used when neither the caller nor socket.setdefaulttimeout() gives a timeout,
+# so that a silent server cannot hold a session forever: RFC 5321 §4.5.3.2
+# asks clients to wait at least five minutes for most replies.
+DEFAULT_TIMEOUT = 300.0
+
+_GLOBAL_DEFAULT_TIMEOUT: Any = socket._GLOBAL_DEFAULT_TIMEOUT  # type: ignore[attr-defined]
+_RECV_SIZE = 4096
+
+session_log = logging.getLogger("smtpc.session")
+wire_log = logging.getLogger("smtpc.wire")
+
+
+def _max_line() -> int:
+    # Programs patch smtplib._MAXLINE to accept longer reply lines; honour the
+    # same patch on this package.
+    return int(getattr(sys.modules[__package__], "_MAXLINE", 8192))
+
+
+class SMTP:
+    """An SMTP client session, compatible with ``smtplib.SMTP``.
+
+    Args:
+        host, port: connect at once when ``host`` is given; ``"host:port"``
+            is accepted as in smtplib.
+        local_hostname: the name sent with EHLO/HELO (default: this host's
+            fully qualified name).
+        timeout: seconds for connecting and for each reply or write. When
+            omitted, ``socket.getdefaulttimeout()`` applies, or
+            :data:`DEFAULT_TIMEOUT` if that is None; ``None`` waits forever.
+        source_address: ``(host, port)`` to bind the socket to.
+        buffer_size: the fixed output buffer of the session, in bytes.
+        pipelining: use PIPELINING when the server offers it.
+        chunking: use BDAT when the server offers CHUNKING.
+
+    Raises:
+        SMTPConnectError: the greeting was not 220.
+    """
+
+    debuglevel = 0
+    sock: socket.socket | None = None
+    file = None
+    ehlo_msg = "ehlo"
+    default_port = SMTP_PORT
+    _lmtp = False
+
+    def __init__(
+        self,
+        host: str = "",
+        port: int = 0,
+        local_hostname: str | None = None,
+        timeout: float | None = _GLOBAL_DEFAULT_TIMEOUT,
+        source_address: tuple[str, int] | None = None,
+        *,
+        buffer_size: int = core.DEFAULT_BUFFER_SIZE,
+        pipelining: bool = True,
+        chunking: bool = True,
+    ) -> None:
+        self._host = host
+        self.timeout = timeout
+        self.source_address = source_address
+        self.command_encoding = "ascii"
+        self.buffer_size = buffer_size
+        self.pipelining = pipelining
+        self.chunking = chunking
+        self.last_result: TransactionResult | None = None
+        self._session = self._new_session()
+        self._session.state = State.CLOSED
+        self._auth_challenge_count = 0
+        self.user: str | None = None
+        self.password: str | None = None
+        if local_hostname is not None:
+            self.local_hostname = local_hostname
+        else:
+            self.local_hostname = _local_name()
+        if host:
+            code, msg = self.connect(host, port)
+            if code != ReplyCode.SERVICE_READY:
+                self.close()
+                raise SMTPConnectError(code, msg)
+
+    def __enter__(self) -> SMTP:
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        try:
+            code, message = self.docmd("QUIT")
+            if code != ReplyCode.CLOSING:
+                raise SMTPResponseException(code, message)
+        except SMTPServerDisconnected:
+            pass
+        finally:
+            self.close()
+
+    # -- state smtplib exposes as attributes -----------------------------------
+
+    @property
+    def esmtp_features(self) -> dict[str, str]:
+        return self._session.features
+
+    @esmtp_features.setter
+    def esmtp_features(self, value: dict[str, str]) -> None:
+        self._session.features = value
+
+    @property
+    def does_esmtp(self) -> bool:
+        return self._session.does_esmtp
+
+    @does_esmtp.setter
+    def does_esmtp(self, value: bool) -> None:
+        self._session.does_esmtp = value
+
+    @property
+    def ehlo_resp(self) -> bytes | None:
+        return self._session.ehlo_resp
+
+    @ehlo_resp.setter
+    def ehlo_resp(self, value: bytes | None) -> None:
+        self._session.ehlo_resp = value
+
+    @property
+    def helo_resp(self) -> bytes | None:
+        return self._session.helo_resp
+
+    @helo_resp.setter
+    def helo_resp(self, value: bytes | None) -> None:
+        self._session.helo_resp = value
+
+    @property
+    def last_reply(self) -> Reply | None:
+        """The last reply received, with its enhanced status code."""
+        return self._session.last_reply
+
+    # -- driver ---------------------------------------------------------------
+
+    def _new_session(self) -> Session:
+        emitter = core.Emitter(self._sink, self.buffer_size)
+        session = Session(emitter, lmtp=self._lmtp, max_line=_max_line())
+        session.on_command = self._trace_command
+        return session
+
+    def _run(self, steps: Steps) -> Any:
+        """Run the engine's steps against the socket until they return."""
+        try:
+            step = next(steps)
+            while True:
+                if step is READ:
+                    try:
+                        reply = self._read_reply()
+                    except SMTPServerDisconnected as exc:
+                        step = steps.throw(exc)
+                        continue
+                    step = steps.send(reply)
+                elif step is START_TLS:
+                    self._start_tls()
+                    step = steps.send(None)
+                else:
+                    # DRAIN: a blocking send has drained before returning.
+                    step = steps.send(None)
+        except StopIteration as stop:
+            return stop.value
+        finally:
+            steps.close()
+            if self._session.state is State.CLOSED and self.sock is not None:
+                self._close_socket()
+
+    def _read_reply(self) -> Reply:
+        session = self._session
+        session.emitter.flush()
+        while (reply := self._next_reply()) is None:
+            sock = self.sock
+            if sock is None:
+                raise SMTPServerDisconnected("please run connect() first")
+            try:
+                data = sock.recv(_RECV_SIZE)
+            except TimeoutError as exc:
+                self._close_socket()
+                raise SMTPTimeoutError("timed out waiting for a reply") from exc
+            except OSError as exc:
+                self._close_socket()
+                raise SMTPServerDisconnected(
+                    f"Connection unexpectedly closed: {exc}"
+                ) from exc
+            try:
+                session.receive_data(data)
+            except SMTPServerDisconnected:
+                self._close_socket()
+                raise
+        self._trace_reply(reply)
+        return reply
+
+    def _next_reply(self) -> Reply | None:
+        try:
+            return self._session.next_reply()
+        except SMTPResponseException:
+            # A malformed or over-long reply: nothing after it can be paired.
+            self._session.state = State.CLOSED
+            self._close_socket()
+            raise
+
+    def _sink(self, pieces: list[Any]) -> None:
+        """The emitter's sink: one scatter-gather send where the socket can."""
+        sock = self.sock
+        if sock is None:
+            raise SMTPServerDisconnected("please run connect() first")
+        try:
+            if hasattr(sock, "sendmsg") and not hasattr(sock, "cipher"):
+                _sendmsg_all(sock, pieces)
+            else:
+                for piece in pieces:
+                    sock.sendall(piece)
+        except TimeoutError as exc:
+            self._close_socket()
+            raise SMTPTimeoutError("timed out sending to the server") from exc
+        except OSError as exc:
+            self._close_socket()
+            raise SMTPServerDisconnected(f"Server not connected: {exc}") from exc
+
+    def _start_tls(self) -> None:
+        context = self._tls_context
+        assert self.sock is not None
+        try:
+            self.sock = context.wrap_socket(self.sock, server_hostname=self._host)
+        except OSError:
+            self._close_socket()
+            raise
+        self.file = None
+        if session_log.isEnabledFor(logging.DEBUG):
+            session_log.debug("TLS: %s %s", self.sock.version(), self.sock.cipher())
+
+    def _close_socket(self) -> None:
+        self._session.state = State.CLOSED
+        sock, self.sock = self.sock, None
+        self.file = None
+        if sock is not None:
+            sock.close()
+
+    def _trace_command(self, line: bytes) -> None:
+        if self.debuglevel > 0:
+            self._print_debug("send:", repr(line + b"\r\n"))
+        if wire_log.isEnabledFor(logging.DEBUG):
+            wire_log.debug("> %s", line.decode("utf-8", "replace"))
+
+    def _trace_reply(self, reply: Reply) -> None:
+        if self.debuglevel > 0:
+            self._print_debug("reply: retcode (%s); Msg: %a" % reply.as_tuple())
+        if wire_log.isEnabledFor(logging.DEBUG):
+            for line in reply.lines:
+                wire_log.debug("< %d %s", reply.code, line.decode("utf-8", "replace"))
+
+    def set_debuglevel(self, debuglevel: int) -> None:
+        """Print each command and reply to stderr; with 2, with timestamps.
+
+        Credentials are masked, and message content is never printed.
+        """
+        self.debuglevel = debuglevel
+
+    def _print_debug(self, *args: object) -> None:
+        if self.debuglevel > 1:
+            import datetime
+
+            now = datetime.datetime.now().time()
+            print(now, *args, file=sys.stderr)
+        else:
+            print(*args, file=sys.stderr)
+
+    # -- connection -----------------------------------------------------------
+
+    def _effective_timeout(self) -> float | None:
+        if self.timeout is _GLOBAL_DEFAULT_TIMEOUT:
+            default = socket.getdefaulttimeout()
+            return DEFAULT_TIMEOUT if default is None else default
+        return self.timeout
+
+    def _get_socket(self, host: str, port: int, timeout: Any) -> socket.socket:
+        timeout = self._effective_timeout()
+        if timeout is not None and not timeout:
+            raise ValueError("Non-blocking socket (timeout=0) is not supported")
+        if self.debuglevel > 0:
+            self._print_debug("connect: to", (host, port), self.source_address)
+        return socket.create_connection((host, port), timeout, self.source_address)
+
+    def connect(
+        self,
+        host: str = "localhost",
+        port: int = 0,
+        source_address: tuple[str, int] | None = None,
+    ) -> tuple[int, bytes]:
+        """Connect and read the greeting; returns its ``(code, text)``.
+
+        ``"host:port"`` is split when no port is given.
+
+        Raises:
+            OSError: the connection failed, or the port is not a number.
+            SMTPServerDisconnected: the server closed before its greeting.
+        """
+        if source_address:
+            self.source_address = source_address
+        if not port and host.find(":") == host.rfind(":"):
+            i = host.rfind(":")
+            if i >= 0:
+                host, text = host[:i], host[i + 1 :]
+                try:
+                    port = int(text)
+                except ValueError:
+                    raise OSError("nonnumeric port") from None
+        if not port:
+            port = self.default_port
+        sys.audit("smtpc.connect", self, host, port)
+        self._host = host
+        if self.sock is not None:
+            self._close_socket()
+        self.sock = self._get_socket(host, port, self.timeout)
+        self.file = None
+        self._session = self._new_session()
+        reply: Reply = self._run(self._session.greeting())
+        if session_log.isEnabledFor(logging.DEBUG):
+            session_log.debug("connected to %s:%s: %s", host, port, reply.code)
+        if self.debuglevel > 0:
+            self._print_debug("connect:", repr(reply.message))
+        return reply.as_tuple()
+
+    def close(self) -> None:
+        """Close the connection to the server."""
+        self._close_socket()
+
+    # -- commands, as smtplib names them ---------------------------------------
+
+    def send(self, s: str | bytes) -> None:
+        """Send raw bytes (``str`` is encoded with ``command_encoding``)."""
+        if self.sock is None or self._session.state is State.CLOSED:
+            raise SMTPServerDisconnected("please run connect() first")
+        data = s.encode(self.command_encoding) if isinstance(s, str) else s
+        if self.debuglevel > 0:
+            self._print_debug("send:", repr(data))
+        self._session.emitter.write(data)
+        self._session.emitter.flush()
+
+    def putcmd(self, cmd: str, args: str = "") -> None:
+        """Queue and send one command line.
+
+        Raises:
+            ValueError: CR, LF or NUL in the command or its arguments.
+        """
+        line = cmd if args == "" else f"{cmd} {args}"
+        self._command(line.encode(self.command_encoding))
+        self._session.emitter.flush()
+
+    def _command(self, line: bytes, limit: int = core.MAX_COMMAND_LINE) -> None:
+        session = self._session
+        if self.sock is None or session.state is State.CLOSED:
+            raise SMTPServerDisconnected("please run connect() first")
+        session.send(line, limit=limit)
+
+    def getreply(self) -> tuple[int, bytes]:
+        """Read one reply: ``(code, text)``; the text lines joined by ``\\n``.
+
+        Raises:
+            SMTPServerDisconnected: the server closed the connection.
+            RemoteProtocolError: the reply is malformed or too long.
+        """
+        if self.sock is None:
+            raise SMTPServerDisconnected("please run connect() first")
+        try:
+            reply = self._read_reply()
+        finally:
+            if self._session.state is State.CLOSED and self.sock is not None:
+                self._close_socket()
+        return reply.as_tuple()
+
+    def docmd(self, cmd: str, args: str = "") -> tuple[int, bytes]:
+        """Send a command and return its reply's ``(code, text)``."""
+        verb = cmd.split(" ", 1)[0].upper()
+        self.putcmd(cmd, args)
+        code, msg = self.getreply()
+        assert self._session.last_reply is not None
+        self._session.after(verb, self._session.last_reply)
+        return code, msg
+
+    def helo(self, name: str = "") -> tuple[int, bytes]:
+        """HELO; the reply is kept in ``helo_resp``."""
+        reply: Reply = self._run(self._session.helo(name or self.local_hostname))
+        return reply.as_tuple()
+
+    def ehlo(self, name: str = "") -> tuple[int, bytes]:
+        """EHLO; on 250 the extension keywords fill ``esmtp_features``."""
+        verb = self.ehlo_msg.upper()
+        steps = self._session.ehlo(name or self.local_hostname, verb)
+        reply: Reply = self._run(steps)
+        return reply.as_tuple()
+
+    def has_extn(self, opt: str) -> bool:
+        """Whether the server offers the extension keyword ``opt``."""
+        return opt.lower() in self.esmtp_features
+
+    def help(self, args: str = "") -> bytes:
+        """HELP; returns the reply text."""
+        return self.docmd("help", args)[1]
+
+    def rset(self) -> tuple[int, bytes]:
+        """RSET: end the current mail transaction."""
+        self.command_encoding = "ascii"
+        return self.docmd("rset")
+
+    def _rset(self) -> None:
+        try:
+            self.rset()
+        except SMTPServerDisconnected:
+            pass
+
+    def noop(self) -> tuple[int, bytes]:
+        """NOOP."""
+        return self.docmd("noop")
+
+    def mail(self, sender: str, options: Sequence[str] = ()) -> tuple[int, bytes]:
+        """MAIL FROM, with ESMTP parameters when the server speaks ESMTP.
+
+        Raises:
+            SMTPNotSupportedError: SMTPUTF8 asked for, and not offered.
+            ValueError: CR, LF or NUL, or an address over RFC 5321's limits.
+        """
+        optionlist = ""
+        if options and self.does_esmtp:
+            if any(x.lower() == "smtputf8" for x in options):
+                if not self.has_extn("smtputf8"):
+                    raise SMTPNotSupportedError("SMTPUTF8 not supported by server")
+                self.command_encoding = "utf-8"
+            optionlist = " " + " ".join(options)
+        path = encode_path(sender, self.command_encoding == "utf-8")
+        line = b"MAIL FROM:" + path + optionlist.encode(self.command_encoding)
+        self._command(line, limit=core.MAX_COMMAND_LINE + len(optionlist))
+        return self._reply_after("MAIL")
+
+    def rcpt(self, recip: str, options: Sequence[str] = ()) -> tuple[int, bytes]:
+        """RCPT TO, with ESMTP parameters when the server speaks ESMTP."""
+        optionlist = ""
+        if options and self.does_esmtp:
+            optionlist = " " + " ".join(options)
+        path = encode_path(recip, self.command_encoding == "utf-8")
+        line = b"RCPT TO:" + path + optionlist.encode(self.command_encoding)
+        self._command(line, limit=core.MAX_COMMAND_LINE + len(optionlist))
+        return self._reply_after("RCPT")
+
+    def _reply_after(self, verb: str) -> tuple[int, bytes]:
+        result = self.getreply()
+        assert self._session.last_reply is not None
+        self._session.after(verb, self._session.last_reply)
+        return result
+
+    def data(self, msg: Any) -> tuple[int, bytes]:
+        """DATA, then the message content, dot-stuffed as it streams.
+
+        ``msg`` may be bytes, an ASCII str, a binary file or an iterable of
+        byte chunks.
+
+        Raises:
+            SMTPDataError: DATA was refused.
+        """
+        source = open_source(msg)
+        self._command(b"DATA")
+        code, repl = self.getreply()
+        if self.debuglevel > 0:
+            self._print_debug("data:", (code, repl))
+        if code != ReplyCode.START_MAIL_INPUT:
+            raise SMTPDataError(code, repl)
+        emitter = self._session.emitter
+        emitter.begin_data()
+        for chunk in source.chunks:
+            emitter.write_data(chunk)
+        emitter.end_data()
+        result = self._reply_after("END")
+        if self.debuglevel > 0:
+            self._print_debug("data:", result)
+        return result
+
+    def verify(self, address: str) -> tuple[int, bytes]:
+        """VRFY: ask the server to verify an address."""
+        self.putcmd("vrfy", addr_only(address))
+        return self.getreply()
+
+    vrfy = verify
+
+    def expn(self, address: str) -> tuple[int, bytes]:
+        """EXPN: ask the server to expand a mailing list."""
+        self.putcmd("expn", addr_only(address))
+        return self.getreply()
+
+    def ehlo_or_helo_if_needed(self) -> None:
+        """EHLO, or HELO if EHLO is refused, unless one was already accepted.
+
+        Raises:
+            SMTPHeloError: neither was accepted.
+        """
+        if self.helo_resp is None and self.ehlo_resp is None:
+            if not 200 <= self.ehlo()[0] <= 299:
+                code, resp = self.helo()
+                if not 200 <= code <= 299:
+                    raise SMTPHeloError(code, resp)
+
+    # -- AUTH ------------------------------------------------------------------
+
+    def auth(
+        self,
+        mechanism: str,
+        authobject: Callable[..., str | bytes | None],
+        *,
+        initial_response_ok: bool = True,
+    ) -> tuple[int, bytes]:
+        """AUTH with any mechanism: ``authobject(challenge=None)`` gives the
+        initial response, ``authobject(challenge)`` each answer, as in
+        smtplib. Strings are sent as UTF-8.
+
+        Raises:
+            SMTPAuthenticationError: the server refused the credentials.
+            RemoteProtocolError: the server sent too many challenges.
+        """
+        mechanism = mechanism.upper()
+        self._auth_challenge_count = 0
+
+        def respond(challenge: bytes | None) -> bytes | None:
+            if challenge is None:
+                answer = authobject()
+                self._auth_challenge_count = 0 if answer is None else 1
+            else:
+                self._auth_challenge_count += 1
+                answer = authobject(challenge)
+            if isinstance(answer, str):
+                return answer.encode("utf-8")
+            return answer
+
+        steps = self._session.authenticate(
+            mechanism, respond, initial_response_ok=initial_response_ok,
+            max_challenges=_MAXCHALLENGE,
+        )
+        reply: Reply = self._run(steps)
+        if reply.code in (ReplyCode.AUTH_SUCCESSFUL, ReplyCode.BAD_SEQUENCE):
+            if session_log.isEnabledFor(logging.INFO):
+                session_log.info("AUTH %s: %d", mechanism, reply.code)
+            return reply.as_tuple()
+        session_log.warning("AUTH %s refused: %d", mechanism, reply.code)
+        raise SMTPAuthenticationError(reply.code, reply.message, reply)
+
+    def auth_cram_md5(self, challenge: bytes | None = None) -> str | None:
+        """The CRAM-MD5 answer for ``login()`` credentials."""
+        mech = _auth.CramMD5(self.user or "", self.password or "")
+        answer = mech.respond(challenge)
+        return None if answer is None else answer.decode("utf-8")
+
+    def auth_plain(self, challenge: bytes | None = None) -> str:
+        """The PLAIN response for ``login()`` credentials (RFC 4616)."""
+        return f"\0{self.user}\0{self.password}"
+
+    def auth_login(self, challenge: bytes | None = None) -> str | None:
+        """The LOGIN answers: the user name first, then the password."""
+        if challenge is None or self._auth_challenge_count < 2:
+            return self.user
+        return self.password
+
+    def login(
+        self, user: str, password: str, *, initial_response_ok: bool = True
+    ) -> tuple[int, bytes]:
+        """AUTH with the strongest mechanism both sides know.
+
+        After a 535 (credentials refused) no weaker mechanism is tried, so the
+        password is not offered again in a weaker form; after other refusals
+        the next mechanism is tried, as in smtplib.
+
+        Raises:
+            SMTPHeloError: EHLO/HELO failed.
+            SMTPNotSupportedError: the server offers no AUTH.
+            SMTPAuthenticationError: the credentials were refused.
+            SMTPException: no mechanism in common.
+        """
+        self.ehlo_or_helo_if_needed()
+        if not self.has_extn("auth"):
+            raise SMTPNotSupportedError("SMTP AUTH extension not supported by server.")
+        authlist = _auth.choose(self.esmtp_features["auth"])
+        if not authlist:
+            raise SMTPException("No suitable authentication method found.")
+        self.user, self.password = user, password
+        last: SMTPAuthenticationError | None = None
+        for authmethod in authlist:
+            method = getattr(self, "auth_" + authmethod.lower().replace("-", "_"))
+            try:
+                code, resp = self.auth(
+                    authmethod, method, initial_response_ok=initial_response_ok
+                )
+            except SMTPAuthenticationError as exc:
+                last = exc
+                if exc.smtp_code == ReplyCode.AUTH_FAILED:
+                    break
+                continue
+            if code in (ReplyCode.AUTH_SUCCESSFUL, ReplyCode.BAD_SEQUENCE):
+                return code, resp
+        assert last is not None
+        raise last
+
+    # -- TLS -------------------------------------------------------------------
+
+    def starttls(
+        self,
+        keyfile: str | None = None,
+        certfile: str | None = None,
+        context: ssl.SSLContext | None = None,
+    ) -> tuple[int, bytes]:
+        """STARTTLS (RFC 3207), then forget what EHLO said, as the RFC asks.
+
+        The server's certificate and host name are verified unless
+        ``context`` says otherwise.
+
+        Raises:
+            SMTPNotSupportedError: the server does not offer STARTTLS.
+            SMTPResponseException: STARTTLS was refused.
+            ssl.SSLError: the handshake or the verification failed.
+        """
+        self.ehlo_or_helo_if_needed()
+        if not self.has_extn("starttls"):
+            raise SMTPNotSupportedError("STARTTLS extension not supported by server.")
+        self._tls_context = _context(context, keyfile, certfile)
+        reply: Reply = self._run(self._session.starttls())
+        if reply.code != ReplyCode.SERVICE_READY:
+            raise SMTPResponseException(reply.code, reply.message, reply)
+        return reply.as_tuple()
+
+    # -- mail transactions --------------------------------------------------------
+
+    def deliver(
+        self,
+        from_addr: str,
+        to_addrs: str | Sequence[str],
+        msg: Any,
+        mail_options: Sequence[str] = (),
+        rcpt_options: Sequence[str] = (),
+    ) -> TransactionResult:
+        """Run one mail transaction and return every reply it got.
+
+        Unlike :meth:`sendmail`, a refusal is not an exception: the result
+        tells, recipient by recipient. The session is left ready for the next
+        transaction, or closed after a 421.
+
+        Raises:
+            SMTPNotSupportedError: the message or an address needs an
+                extension (SMTPUTF8, 8BITMIME) the server does not offer.
+            SMTPSenderRefused: the message is larger than the server's SIZE.
+            SMTPServerDisconnected: the session was lost; its ``result``
+                attribute tells what had been accepted.
+            ValueError, TypeError: bad addresses or message, before any byte
+                of the transaction is sent.
+        """
+        self.ehlo_or_helo_if_needed()
+        recipients = [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)
+        source = open_source(msg)
+        envelope = self._envelope(from_addr, recipients, source, mail_options,
+                                  rcpt_options)
+        steps = run_transaction(
+            self._session, envelope, source.chunks,
+            chunking=self.chunking, single_chunk=source.single,
+        )
+        if not self.pipelining:
+            features = self._session.features
+            hidden = features.pop("pipelining", None)
+        try:
+            result: TransactionResult = self._run(steps)
+        finally:
+            if not self.pipelining and hidden is not None:
+                features["pipelining"] = hidden
+        self.last_result = result
+        self.command_encoding = "ascii"
+        if session_log.isEnabledFor(logging.INFO):
+            final = result.final.code if result.final else None
+            session_log.info(
+                "%s: final reply %s, %d accepted, %d refused", self._host, final,
+                len(result.accepted), len(result.refused),
+            )
+        return result
+
+    def _envelope(
+        self, from_addr: str, recipients: list[str], source: Source,
+        mail_options: Sequence[str], rcpt_options: Sequence[str],
+    ) -> Envelope:
+        features = self.esmtp_features
+        esmtp = self.does_esmtp
+        if not esmtp:
+            # smtplib sends no ESMTP parameter to a server that refused EHLO.
+            mail_options = rcpt_options = ()
+        wants_utf8 = any(o.upper() == "SMTPUTF8" for o in mail_options)
+        needs_utf8 = wants_utf8 or not all(
+            a.isascii() for a in (from_addr, *recipients)
+        )
+        if needs_utf8 and "smtputf8" not in features:
+            raise SMTPNotSupportedError(
+                "One or more source or delivery addresses require"
+                " internationalized email support, but the server"
+                " does not advertise the required SMTPUTF8 capability"
+                if not wants_utf8 else "SMTPUTF8 not supported by server"
+            )
+        if source.eight_bit and esmtp and "8bitmime" not in features:
+            raise SMTPNotSupportedError(
+                "message content has 8-bit octets and the server does not offer"
+                " 8BITMIME"
+            )
+        limit = size_limit(features)
+        if limit and source.size is not None and source.size > limit:
+            raise SMTPSenderRefused(
+                552, b"5.3.4 message size exceeds the server's limit of %d octets"
+                % limit, from_addr,
+            )
+        params = mail_params(
+            mail_options, size=source.size, eight_bit=source.eight_bit,
+            smtputf8=needs_utf8 and not wants_utf8, features=features,
+        ) if esmtp else []
+        if needs_utf8:
+            self.command_encoding = "utf-8"
+        return Envelope(from_addr, recipients, params, rcpt_options, needs_utf8)
+
+    def sendmail(
+        self,
+        from_addr: str,
+        to_addrs: str | Sequence[str],
+        msg: Any,
+        mail_options: Sequence[str] = (),
+        rcpt_options: Sequence[str] = (),
+    ) -> dict[str, tuple[int, bytes]]:
+        """Send one message, as smtplib does; returns the refused recipients.
+
+        ``msg`` may be bytes, an ASCII str, a binary file, an iterable of byte
+        chunks or an ``email.message.Message``; files and iterables stream.
+        The full result is kept in :attr:`last_result`.
+
+        Raises:
+            SMTPHeloError: EHLO/HELO failed.
+            SMTPRecipientsRefused: every recipient was refused.
+            SMTPSenderRefused: MAIL FROM was refused.
+            SMTPDataError: the message content was refused.
+            SMTPNotSupportedError: an extension the message needs is missing.
+        """
+        result = self.deliver(from_addr, to_addrs, msg, mail_options, rcpt_options)
+        return _smtplib_outcome(result, from_addr)
+
+    def send_message(
+        self,
+        msg: Any,
+        from_addr: str | None = None,
+        to_addrs: str | Sequence[str] | None = None,
+        mail_options: Sequence[str] = (),
+        rcpt_options: Sequence[str] = (),
+    ) -> dict[str, tuple[int, bytes]]:
+        """Send an ``email.message.Message``, taking the envelope from its
+        headers as smtplib does (``Resent-*`` first, Bcc never sent).
+
+        Raises:
+            ValueError: more than one block of ``Resent-`` headers.
+            and what :meth:`sendmail` raises.
+        """
+        from email.utils import getaddresses
+
+        self.ehlo_or_helo_if_needed()
+        resent = msg.get_all("Resent-Date")
+        if resent is None:
+            prefix = ""
+        elif len(resent) == 1:
+            prefix = "Resent-"
+        else:
+            raise ValueError("message has more than one 'Resent-' header block")
+        if from_addr is None:
+            # RFC 5322 §3.6.2: Sender, when present, names the submitter.
+            field = msg[prefix + "Sender"] if (prefix + "Sender") in msg else msg[
+                prefix + "From"]
+            from_addr = getaddresses([field])[0][1]
+        if to_addrs is None:
+            fields = [msg[prefix + n] for n in ("To", "Bcc", "Cc")]
+            to_addrs = [a[1] for a in getaddresses([f for f in fields if f])]
+        shown = copy.copy(msg)
+        del shown["Bcc"]
+        del shown["Resent-Bcc"]
+        recipients = [to_addrs] if isinstance(to_addrs, str) else to_addrs
+        international = not all(a.isascii() for a in (from_addr, *recipients))
+        if international:
+            if not self.has_extn("smtputf8"):
+                raise SMTPNotSupportedError(
+                    "One or more source or delivery addresses require"
+                    " internationalized email support, but the server"
+                    " does not advertise the required SMTPUTF8 capability"
+                )
+            mail_options = (*mail_options, "SMTPUTF8", "BODY=8BITMIME")
+        data = flatten(shown, utf8=international)
+        return self.sendmail(from_addr, to_addrs, data, mail_options, rcpt_options)
+
+    def quit(self) -> tuple[int, bytes]:
+        """QUIT, then close."""
+        reply: Reply = self._run(self._session.quit())
+        self.close()
+        return reply.as_tuple()
+
+
+def _smtplib_outcome(
+    result: TransactionResult, from_addr: str
+) -> dict[str, tuple[int, bytes]]:
+    """Turn a transaction's replies into smtplib's return value or exception."""
+    mail = result.mail
+    if mail is None or mail.code != ReplyCode.COMPLETED:
+        reply = mail or result.data
+        code, text = reply.as_tuple() if reply else (-1, b"")
+        raise SMTPSenderRefused(code, text, from_addr, reply)
+    refused = {
+        r.address: r.reply.as_tuple()
+        for r in result.recipients
+        if r.reply is not None and r.reply.code not in (250, 251)
+    }
+    rcpt_replies = [r.reply for r in result.recipients if r.reply is not None]
+    closed = any(r.code == ReplyCode.SERVICE_NOT_AVAILABLE for r in rcpt_replies)
+    if closed or len(refused) == len(result.recipients):
+        raise SMTPRecipientsRefused(refused)
+    data = result.data
+    if data is not None and data.code not in (250, 354):
+        raise SMTPDataError(data.code, data.message, data)
+    final = result.final
+    if final is None:
+        raise SMTPDataError(-1, b"no reply to the message content")
+    lmtp_finals = [r for r in result.recipients if r.final is not None]
+    if lmtp_finals:
+        for r in lmtp_finals:
+            if r.final is not None and r.final.code != ReplyCode.COMPLETED:
+                refused[r.address] = r.final.as_tuple()
+        if not result.delivered:
+            first = lmtp_finals[0].final
+            assert first is not None
+            raise SMTPDataError(first.code, first.message, first)
+        return refused
+    if final.code != ReplyCode.COMPLETED:
+        raise SMTPDataError(final.code, final.message, final)
+    return refused
+
+
+def _sendmsg_all(sock: socket.socket, pieces: list[Any]) -> None:
+    sent = sock.sendmsg(pieces)
+    total = sum(memoryview(p).nbytes for p in pieces)
+    if sent == total:
+        return
+    # A partial send: finish piece by piece from where the kernel stopped.
+    for piece in pieces:
+        view = memoryview(piece).cast("B")
+        if sent >= view.nbytes:
+            sent -= view.nbytes
+            continue
+        sock.sendall(view[sent:])
+        sent = 0
+
+
+def _context(
+    context: ssl.SSLContext | None, keyfile: str | None, certfile: str | None
+) -> ssl.SSLContext:
+    if context is not None:
+        if keyfile is not None or certfile is not None:
+            raise ValueError(
+                "context and keyfile/certfile arguments are mutually exclusive"
+            )
+        return context
+    from .tls import default_context
+
+    context = default_context()
+    if certfile is not None:
+        context.load_cert_chain(certfile, keyfile)
+    return context
+
+
+def _local_name() -> str:
+    # RFC 5321 §4.1.1.1: a fully qualified name, or an address literal.
+    fqdn = socket.getfqdn()
+    if "." in fqdn:
+        return fqdn
+    addr = "127.0.0.1"
+    try:
+        addr = socket.gethostbyname(socket.gethostname())
+    except socket.gaierror:
+        pass
+    return f"[{addr}]"
+
+
+class SMTP_SSL(SMTP):
+    """SMTP over implicit TLS (RFC 8314), compatible with ``smtplib.SMTP_SSL``.
+
+    The certificate and host name are verified unless ``context`` says
+    otherwise.
+    """
+
+    default_port = SMTP_SSL_PORT
+
+    def __init__(
+        self,
+        host: str = "",
+        port: int = 0,
+        local_hostname: str | None = None,
+        keyfile: str | None = None,
+        certfile: str | None = None,
+        timeout: float | None = _GLOBAL_DEFAULT_TIMEOUT,
+        source_address: tuple[str, int] | None = None,
+        context: ssl.SSLContext | None = None,
+        **options: Any,
+    ) -> None:
+        self.keyfile = keyfile
+        self.certfile = certfile
+        self.context = _context(context, keyfile, certfile)
+        super().__init__(host, port, local_hostname, timeout, source_address,
+                         **options)
+
+    def _get_socket(self, host: str, port: int, timeout: Any) -> socket.socket:
+        plain = super()._get_socket(host, port, timeout)
+        try:
+            return self.context.wrap_socket(plain, server_hostname=self._host)
+        except BaseException:
+            plain.close()
+            raise
+
+
+class LMTP(SMTP):
+    """LMTP (RFC 2033), compatible with ``smtplib.LMTP``; also over a Unix
+    socket when ``host`` is a path. After the message content each accepted
+    recipient gets its own reply, kept in :attr:`SMTP.last_result`."""
+
+    ehlo_msg = "lhlo"
+    _lmtp = True
+
+    def __init__(
+        self,
+        host: str = "",
+        port: int = LMTP_PORT,
+        local_hostname: str | None = None,
+        source_address: tuple[str, int] | None = None,
+        timeout: float | None = _GLOBAL_DEFAULT_TIMEOUT,
+        **options: Any,
+    ) -> None:
+        super().__init__(host, port, local_hostname=local_hostname,
+                         source_address=source_address, timeout=timeout,
+                         **options)
+
+    def connect(
+        self,
+        host: str = "localhost",
+        port: int = 0,
+        source_address: tuple[str, int] | None = None,
+    ) -> tuple[int, bytes]:
+        """Connect over TCP, or to a Unix socket when ``host`` starts with /."""
+        if host[0] != "/":
+            return super().connect(host, port, source_address=source_address)
+        timeout = self._effective_timeout()
+        if timeout is not None and not timeout:
+            raise ValueError("Non-blocking socket (timeout=0) is not supported")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(host)
+        except OSError:
+            sock.close()
+            raise
+        self._host = host
+        self.sock = sock
+        self.file = None
+        self._session = self._new_session()
+        reply: Reply = self._run(self._session.greeting())
+        return reply.as_tuple()
+
+
+__all__ = [
+    "CRLF",
+    "LMTP",
+    "LMTP_PORT",
+    "SMTP",
+    "SMTP_PORT",
+    "SMTP_SSL",
+    "SMTP_SSL_PORT",
+    "bCRLF",
+    "quoteaddr",
+]

@@ -1,0 +1,293 @@
+"""One mail transaction as steps every driver runs (RFC 5321 §3.3).
+
+MAIL, RCPT... and DATA go out in one write when the server offers
+PIPELINING (RFC 2920), and their replies are paired with them in order.
+With CHUNKING (RFC 3030) the message content goes in BDAT chunks, without
+dot-stuffing. The steps never raise for a refusal: they return a
+:class:`TransactionResult` that says what each reply was, and leave the
+session reset (RSET) or closed (after a 421).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from ..errors import SMTPServerDisconnected
+from .commands import command_limit, encode_path
+from .replies import Reply, ReplyCode
+from .session import DRAIN, READ, Session, State, Steps
+
+# Queue identifiers as common servers word them in their final reply.
+_QUEUE_ID = re.compile(
+    rb"(?:queued as|queue id|id=|ok:? queued as)\s*<?([A-Za-z0-9._@\-]+)>?", re.I
+)
+_DRAIN_EVERY = 16  # chunks between DRAIN steps while streaming content
+
+
+@dataclass(slots=True)
+class Envelope:
+    """Reverse-path, forward-paths and their parameters (RFC 5321 §2.3.1)."""
+
+    reverse_path: str
+    forward_paths: Sequence[str]
+    mail_params: Sequence[str] = ()
+    rcpt_params: Sequence[str] = ()
+    smtputf8: bool = False
+
+
+@dataclass(slots=True)
+class RecipientResult:
+    """One forward-path's outcome: its RCPT reply and, for LMTP, its final
+    reply after the content."""
+
+    address: str
+    reply: Reply | None = None
+    final: Reply | None = None
+
+    @property
+    def accepted(self) -> bool:
+        """Accepted at RCPT and, for LMTP, delivered after the content."""
+        rcpt_ok = self.reply is not None and self.reply.code in (250, 251)
+        return rcpt_ok and (self.final is None or self.final.code == 250)
+
+    @property
+    def outcome(self) -> Reply | None:
+        """The reply that decided this recipient's fate."""
+        if self.final is not None:
+            return self.final
+        return self.reply
+
+
+@dataclass(slots=True)
+class TransactionResult:
+    """What happened to one mail transaction, reply by reply."""
+
+    reverse_path: str
+    mail: Reply | None = None
+    recipients: list[RecipientResult] = field(default_factory=list)
+    data: Reply | None = None
+    final: Reply | None = None
+    error: BaseException | None = None
+
+    @property
+    def accepted(self) -> list[str]:
+        """Forward-paths the server accepted the message for."""
+        if self.final is None or not self.delivered:
+            return []
+        return [r.address for r in self.recipients if r.accepted]
+
+    @property
+    def refused(self) -> dict[str, tuple[int, bytes]]:
+        """smtplib's return value: refused forward-paths to (code, text)."""
+        refused = {}
+        for r in self.recipients:
+            outcome = r.outcome
+            if outcome is not None and not r.accepted:
+                refused[r.address] = outcome.as_tuple()
+        return refused
+
+    @property
+    def delivered(self) -> bool:
+        """The final reply accepted the message for at least one recipient."""
+        if self.final is None:
+            return False
+        if any(r.final is not None for r in self.recipients):
+            return any(r.accepted for r in self.recipients)
+        return self.final.code == ReplyCode.COMPLETED
+
+    @property
+    def queue_id(self) -> str | None:
+        """The server's queue identifier, when its final reply names one."""
+        if self.final is None:
+            return None
+        match = _QUEUE_ID.search(self.final.message)
+        return match[1].decode("ascii", "replace") if match else None
+
+
+class _LineEndings:
+    """CRLF line endings without dot-stuffing, for BDAT (RFC 3030 §3)."""
+
+    __slots__ = ("_cr",)
+
+    def __init__(self) -> None:
+        self._cr = False
+
+    def normalise(self, chunk: bytes | bytearray | memoryview) -> bytes | bytearray:
+        if isinstance(chunk, memoryview):
+            chunk = chunk.tobytes()
+        # A CR that ended the last chunk was already sent as CRLF.
+        skip_lf = self._cr and chunk[:1] == b"\n"
+        crlf = chunk.count(b"\r\n")
+        if not skip_lf and chunk.count(b"\r") == crlf == chunk.count(b"\n"):
+            self._cr = False
+            return chunk
+        text = bytes(chunk[1:] if skip_lf else chunk)
+        self._cr = text.endswith(b"\r")
+        text = text.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        return text.replace(b"\n", b"\r\n")
+
+
+def run_transaction(
+    session: Session,
+    envelope: Envelope,
+    chunks: Iterable[bytes | bytearray | memoryview],
+    *,
+    chunking: bool = True,
+    single_chunk: bool = False,
+) -> Steps:
+    """MAIL, RCPT for each forward-path, then DATA or BDAT.
+
+    Args:
+        chunks: the message content, in chunks of any size.
+        chunking: use BDAT when the server offers CHUNKING.
+        single_chunk: ``chunks`` holds one chunk only (``BDAT n LAST``).
+
+    Returns:
+        The :class:`TransactionResult`; the session is ready for the next
+        transaction, or closed after a 421.
+    """
+    session.check("MAIL")
+    pipelining = session.has_extn("pipelining")
+    use_bdat = chunking and session.has_extn("chunking")
+    result = TransactionResult(envelope.reverse_path)
+    emitter = session.emitter
+    smtputf8 = envelope.smtputf8
+
+    # 1. Compose every command first, so a bad argument raises before any
+    #    byte of this transaction is sent.
+    mail_line = b" ".join(
+        [b"MAIL FROM:" + encode_path(envelope.reverse_path, smtputf8)]
+        + [p.encode("ascii") for p in envelope.mail_params]
+    )
+    rcpt_tail = [p.encode("ascii") for p in envelope.rcpt_params]
+    rcpt_lines = [
+        b" ".join([b"RCPT TO:" + encode_path(address, smtputf8)] + rcpt_tail)
+        for address in envelope.forward_paths
+    ]
+    mail_limit = command_limit(envelope.mail_params)
+    rcpt_limit = command_limit(envelope.rcpt_params)
+    result.recipients = [RecipientResult(a) for a in envelope.forward_paths]
+
+    try:
+        # 2. RFC 2920 §3.1: MAIL, the RCPTs and DATA in one group; without
+        #    PIPELINING each command waits for its reply.
+        session.send(mail_line, limit=mail_limit)
+        if not pipelining:
+            result.mail = yield READ
+            session.after("MAIL", result.mail)
+            if result.mail.code != ReplyCode.COMPLETED:
+                return (yield from _abandon(session, result))
+        for line, recipient in zip(rcpt_lines, result.recipients, strict=True):
+            session.send(line, limit=rcpt_limit)
+            if not pipelining:
+                recipient.reply = yield READ
+                if session.state is State.CLOSED:
+                    return result
+        if pipelining:
+            if not use_bdat:
+                session.send(b"DATA")
+            result.mail = yield READ
+            session.after("MAIL", result.mail)
+            for recipient in result.recipients:
+                recipient.reply = yield READ
+            if not use_bdat:
+                result.data = yield READ
+            if session.state is State.CLOSED:
+                return result
+        if result.mail.code != ReplyCode.COMPLETED:
+            return (yield from _abandon(session, result))
+        if not any(r.reply is not None and r.reply.code in (250, 251)
+                   for r in result.recipients):
+            if result.data is not None and result.data.code == 354:
+                # RFC 2920 §3.1: DATA was accepted with no recipient left;
+                # end it with no content.
+                emitter.end_data()
+                result.final = yield READ
+            return (yield from _abandon(session, result))
+
+        # 3. The message content.
+        if use_bdat:
+            yield from _send_bdat(session, result, chunks, pipelining, single_chunk)
+        else:
+            if result.data is None:
+                session.send(b"DATA")
+                result.data = yield READ
+            if result.data.code != ReplyCode.START_MAIL_INPUT:
+                return (yield from _abandon(session, result))
+            emitter.begin_data()
+            for count, chunk in enumerate(chunks, 1):
+                emitter.write_data(chunk)
+                if count % _DRAIN_EVERY == 0:
+                    yield DRAIN
+            emitter.end_data()
+            result.final = yield READ
+
+        # 4. RFC 2033 §4.2: LMTP gives one reply per accepted recipient.
+        if session.lmtp and result.final is not None:
+            accepted = [r for r in result.recipients if r.accepted]
+            accepted[0].final = result.final
+            for recipient in accepted[1:]:
+                recipient.final = yield READ
+        session.after("END", result.final or result.data)  # type: ignore[arg-type]
+        if not result.delivered and session.state is not State.CLOSED:
+            yield from session.rset_quietly()
+        return result
+    except SMTPServerDisconnected as exc:
+        # Whatever the server had accepted is reported with the error.
+        session.state = State.CLOSED
+        result.error = exc
+        exc.result = result  # type: ignore[attr-defined]
+        raise
+
+
+def _abandon(session: Session, result: TransactionResult) -> Steps:
+    """Reset the session after a refusal (RSET), unless it is closed."""
+    if session.state is not State.CLOSED:
+        yield from session.rset_quietly()
+    return result
+
+
+def _send_bdat(
+    session: Session,
+    result: TransactionResult,
+    chunks: Iterable[bytes | bytearray | memoryview],
+    pipelining: bool,
+    single_chunk: bool,
+) -> Steps:
+    """BDAT chunks (RFC 3030 §2): each the size of what the source gave.
+
+    With PIPELINING at most one BDAT reply is outstanding, so memory stays
+    bounded; a refused chunk stops the rest.
+    """
+    emitter = session.emitter
+    endings = _LineEndings()
+    outstanding = 0
+    for count, raw in enumerate(chunks, 1):
+        chunk = endings.normalise(raw)
+        size = len(chunk)
+        if size == 0:
+            continue
+        last = b" LAST" if single_chunk else b""
+        session.send(b"BDAT %d%s" % (size, last))
+        emitter.write(chunk)
+        outstanding += 1
+        if not pipelining or outstanding > 1:
+            result.data = yield READ
+            outstanding -= 1
+            if result.data.code != ReplyCode.COMPLETED:
+                break
+        if count % _DRAIN_EVERY == 0:
+            yield DRAIN
+    else:
+        if not single_chunk or outstanding == 0 and result.data is None:
+            session.send(b"BDAT 0 LAST")
+            outstanding += 1
+    while outstanding:
+        reply = yield READ
+        outstanding -= 1
+        if result.data is None or result.data.code == ReplyCode.COMPLETED:
+            result.data = reply
+    result.final = result.data
+    return result

@@ -1,0 +1,124 @@
+"""Message content from what callers hold, as chunks that never add up to a
+second copy of the message.
+
+Accepted: bytes-like objects, ``str`` (ASCII, as smtplib), binary files,
+iterables of byte chunks, and ``email.message.Message`` objects.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+CHUNK_SIZE = 64 * 1024  # read size for files: one chunk is all a send holds
+
+Chunk = bytes | bytearray | memoryview
+
+
+@dataclass(slots=True)
+class Source:
+    """Message content ready to stream.
+
+    Attributes:
+        chunks: the content, chunk by chunk.
+        size: its length in octets when known up front (for SIZE=).
+        eight_bit: True or False when known, None when only the stream tells.
+        single: the content is one chunk.
+    """
+
+    chunks: Iterable[Chunk]
+    size: int | None
+    eight_bit: bool | None
+    single: bool
+
+
+def from_bytes(data: Chunk) -> Source:
+    view = memoryview(data)
+    if view.ndim != 1 or view.itemsize != 1:
+        view = view.cast("B")
+    return Source((data,), view.nbytes, not _is_ascii(data), True)
+
+
+def _is_ascii(data: Chunk) -> bool:
+    if isinstance(data, memoryview):
+        return data.tobytes().isascii()
+    return data.isascii()
+
+
+def _read_file(file: Any, size: int) -> Iterator[bytes]:
+    read = file.read
+    while chunk := read(size):
+        if not isinstance(chunk, bytes | bytearray):
+            raise TypeError("message file must be opened in binary mode")
+        yield chunk
+
+
+def _file_size(file: Any) -> int | None:
+    """Octets left in a seekable file, or None when it cannot tell."""
+    try:
+        if not file.seekable():
+            return None
+        try:
+            return os.fstat(file.fileno()).st_size - int(file.tell())
+        except (OSError, AttributeError):
+            here = file.tell()
+            end = file.seek(0, io.SEEK_END)
+            file.seek(here)
+            return int(end - here)
+    except (OSError, AttributeError, ValueError):
+        return None
+
+
+def _checked(chunks: Iterable[Any]) -> Iterator[Chunk]:
+    for chunk in chunks:
+        if not isinstance(chunk, bytes | bytearray | memoryview):
+            raise TypeError(
+                f"message chunks must be bytes-like, not {type(chunk).__name__}"
+            )
+        yield chunk
+
+
+def open_source(msg: Any, chunk_size: int = CHUNK_SIZE) -> Source:
+    """Wrap ``msg`` as a :class:`Source`.
+
+    Raises:
+        TypeError: ``msg`` is none of the accepted kinds, a file is open in
+            text mode, or a chunk is not bytes-like.
+        UnicodeEncodeError: a ``str`` message is not ASCII, as in smtplib.
+    """
+    if isinstance(msg, bytes | bytearray | memoryview):
+        return from_bytes(msg)
+    if isinstance(msg, str):
+        return from_bytes(msg.encode("ascii"))
+    if isinstance(msg, io.TextIOBase):
+        raise TypeError("message file must be opened in binary mode")
+    if hasattr(msg, "read"):
+        return Source(_read_file(msg, chunk_size), _file_size(msg), None, False)
+    if _is_email_message(msg):
+        return from_bytes(flatten(msg))
+    if isinstance(msg, Iterable):
+        return Source(_checked(msg), None, None, False)
+    raise TypeError(
+        "message must be bytes, str, a binary file, an iterable of bytes or an "
+        f"email.message.Message, not {type(msg).__name__}"
+    )
+
+
+def _is_email_message(msg: object) -> bool:
+    # A Message can only exist once its module is loaded: no import here.
+    message = sys.modules.get("email.message")
+    return message is not None and isinstance(msg, message.Message)
+
+
+def flatten(msg: Any, utf8: bool = False) -> bytes:
+    """Serialise an ``email.message.Message`` with CRLF line endings."""
+    from email.generator import BytesGenerator
+
+    policy = msg.policy.clone(utf8=True) if utf8 else msg.policy
+    out = io.BytesIO()
+    BytesGenerator(out, policy=policy).flatten(msg, linesep="\r\n")
+    return out.getvalue()

@@ -1,0 +1,23 @@
+"""TLS contexts: certificates and host names are verified unless the caller
+says otherwise."""
+
+from __future__ import annotations
+
+import ssl
+
+
+def default_context() -> ssl.SSLContext:
+    """A client context that verifies the server's certificate and host name
+    against the system's trusted certificates (TLS 1.2 or later)."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def unverified_context() -> ssl.SSLContext:
+    """A context that encrypts but trusts any certificate: only for servers
+    whose identity the caller checks some other way."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
