@@ -19,7 +19,7 @@ from .client import (
     SMTP_SSL_PORT,
     bCRLF,
 )
-from .engine.commands import addr_only as _addr_only
+from .engine.commands import addr_only as _addr_only  # noqa: F401 - as smtplib
 from .engine.commands import quoteaddr
 from .engine.replies import Reply, ReplyCode
 from .engine.transaction import RecipientResult, TransactionResult

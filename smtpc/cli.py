@@ -53,36 +53,70 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    send.add_argument("messages", nargs="+", metavar="FILE",
-                      help="RFC 5322 message files; - reads standard input")
+    send.add_argument(
+        "messages",
+        nargs="+",
+        metavar="FILE",
+        help="RFC 5322 message files; - reads standard input",
+    )
     where = send.add_mutually_exclusive_group()
-    where.add_argument("--server", metavar="HOST[:PORT]",
-                       help="the SMTP server (default: localhost:25)")
-    where.add_argument("--local-server", metavar="MAILDIR", type=Path,
-                       help="start a test SMTP server on loopback that stores "
-                       "what it receives in MAILDIR, and send through it")
-    send.add_argument("--tls", choices=("none", "starttls", "implicit"),
-                      default="none", help="STARTTLS, implicit TLS (port 465), "
-                      "or none (default)")
+    where.add_argument(
+        "--server",
+        metavar="HOST[:PORT]",
+        help="the SMTP server (default: localhost:25)",
+    )
+    where.add_argument(
+        "--local-server",
+        metavar="MAILDIR",
+        type=Path,
+        help="start a test SMTP server on loopback that stores "
+        "what it receives in MAILDIR, and send through it",
+    )
+    send.add_argument(
+        "--tls",
+        choices=("none", "starttls", "implicit"),
+        default="none",
+        help="STARTTLS, implicit TLS (port 465), or none (default)",
+    )
     send.add_argument("--cafile", help="trust the certificates in this file")
-    send.add_argument("--insecure", action="store_true",
-                      help="do not verify the server's certificate")
+    send.add_argument(
+        "--insecure", action="store_true", help="do not verify the server's certificate"
+    )
     send.add_argument("--user", help="authenticate as this user")
-    send.add_argument("--password-env", metavar="VAR", default="SMTP_PASSWORD",
-                      help="environment variable holding the password "
-                      "(default SMTP_PASSWORD; asked for when unset)")
-    send.add_argument("--allow-plaintext-auth", action="store_true",
-                      help="authenticate without TLS to a host other than "
-                      "loopback")
-    send.add_argument("--from", dest="from_addr", metavar="ADDRESS",
-                      help="reverse-path (MAIL FROM)")
-    send.add_argument("--to", action="append", metavar="ADDRESS",
-                      help="forward-path (RCPT TO); repeatable")
-    send.add_argument("--timeout", type=float, default=60.0,
-                      help="seconds to wait for each reply (default 60)")
-    send.add_argument("-v", "--verbose", action="count", default=0,
-                      help="show the session (-vv: every command and reply; "
-                      "credentials are masked)")
+    send.add_argument(
+        "--password-env",
+        metavar="VAR",
+        default="SMTP_PASSWORD",
+        help="environment variable holding the password "
+        "(default SMTP_PASSWORD; asked for when unset)",
+    )
+    send.add_argument(
+        "--allow-plaintext-auth",
+        action="store_true",
+        help="authenticate without TLS to a host other than loopback",
+    )
+    send.add_argument(
+        "--from", dest="from_addr", metavar="ADDRESS", help="reverse-path (MAIL FROM)"
+    )
+    send.add_argument(
+        "--to",
+        action="append",
+        metavar="ADDRESS",
+        help="forward-path (RCPT TO); repeatable",
+    )
+    send.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="seconds to wait for each reply (default 60)",
+    )
+    send.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="show the session (-vv: every command and reply; credentials are masked)",
+    )
     return parser
 
 
@@ -119,8 +153,10 @@ def _server(args: argparse.Namespace) -> Iterator[tuple[str, int]]:
     from .demo import LocalServer
 
     with LocalServer(args.local_server) as server:
-        print(f"local SMTP server on {server.host}:{server.port}, "
-              f"storing messages in {server.maildir}/new")
+        print(
+            f"local SMTP server on {server.host}:{server.port}, "
+            f"storing messages in {server.maildir}/new"
+        )
         yield server.host, server.port
 
 
@@ -157,8 +193,7 @@ def _connect(args: argparse.Namespace, host: str, port: int) -> Any:
     from . import SMTP, SMTP_SSL
 
     if args.tls == "implicit":
-        client = SMTP_SSL(host, port, timeout=args.timeout,
-                          context=_tls_context(args))
+        client = SMTP_SSL(host, port, timeout=args.timeout, context=_tls_context(args))
     else:
         client = SMTP(host, port, timeout=args.timeout)
     try:

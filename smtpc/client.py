@@ -13,7 +13,7 @@ server offers them; :meth:`SMTP.deliver` returns a
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import logging
 import socket
 import sys
@@ -21,25 +21,21 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import auth as _auth
-from . import core
-from .engine.commands import addr_only, encode_path, mail_params, quoteaddr, size_limit
+from . import core, operations
+from .engine.commands import addr_only, encode_path, quoteaddr
 from .engine.replies import Reply, ReplyCode
 from .engine.session import READ, START_TLS, Session, State, Steps
-from .engine.transaction import Envelope, TransactionResult, run_transaction
+from .engine.transaction import TransactionResult, run_transaction
 from .errors import (
     SMTPAuthenticationError,
     SMTPConnectError,
     SMTPDataError,
-    SMTPException,
-    SMTPHeloError,
     SMTPNotSupportedError,
-    SMTPRecipientsRefused,
     SMTPResponseException,
-    SMTPSenderRefused,
     SMTPServerDisconnected,
     SMTPTimeoutError,
 )
-from .sources import Source, flatten, open_source
+from .sources import open_source
 
 if TYPE_CHECKING:
     import ssl
@@ -124,7 +120,7 @@ class SMTP:
         if local_hostname is not None:
             self.local_hostname = local_hostname
         else:
-            self.local_hostname = _local_name()
+            self.local_hostname = operations.local_name()
         if host:
             code, msg = self.connect(host, port)
             if code != ReplyCode.SERVICE_READY:
@@ -295,7 +291,8 @@ class SMTP:
 
     def _trace_reply(self, reply: Reply) -> None:
         if self.debuglevel > 0:
-            self._print_debug("reply: retcode (%s); Msg: %a" % reply.as_tuple())
+            code, text = reply.as_tuple()
+            self._print_debug(f"reply: retcode ({code}); Msg: {text!a}")
         if wire_log.isEnabledFor(logging.DEBUG):
             for line in reply.lines:
                 wire_log.debug("< %d %s", reply.code, line.decode("utf-8", "replace"))
@@ -455,10 +452,8 @@ class SMTP:
         return self.docmd("rset")
 
     def _rset(self) -> None:
-        try:
+        with contextlib.suppress(SMTPServerDisconnected):
             self.rset()
-        except SMTPServerDisconnected:
-            pass
 
     def noop(self) -> tuple[int, bytes]:
         """NOOP."""
@@ -543,11 +538,8 @@ class SMTP:
         Raises:
             SMTPHeloError: neither was accepted.
         """
-        if self.helo_resp is None and self.ehlo_resp is None:
-            if not 200 <= self.ehlo()[0] <= 299:
-                code, resp = self.helo()
-                if not 200 <= code <= 299:
-                    raise SMTPHeloError(code, resp)
+        name = self.local_hostname
+        self._run(operations.hello(self._session, name, self.ehlo_msg.upper()))
 
     # -- AUTH ------------------------------------------------------------------
 
@@ -568,6 +560,23 @@ class SMTP:
         """
         mechanism = mechanism.upper()
         self._auth_challenge_count = 0
+        respond = self._responder(authobject)
+        steps = operations.authenticate(
+            self._session, mechanism, respond, initial_response_ok, _MAXCHALLENGE
+        )
+        try:
+            result: tuple[int, bytes] = self._run(steps)
+        except SMTPAuthenticationError as exc:
+            session_log.warning("AUTH %s refused: %d", mechanism, exc.smtp_code)
+            raise
+        session_log.info("AUTH %s: %d", mechanism, result[0])
+        return result
+
+    def _responder(
+        self, authobject: operations.AuthObject
+    ) -> Callable[[bytes | None], bytes | None]:
+        """Adapt an smtplib auth object to the engine's ``respond``, keeping
+        ``_auth_challenge_count`` as smtplib's ``auth_login`` expects."""
 
         def respond(challenge: bytes | None) -> bytes | None:
             if challenge is None:
@@ -580,17 +589,7 @@ class SMTP:
                 return answer.encode("utf-8")
             return answer
 
-        steps = self._session.authenticate(
-            mechanism, respond, initial_response_ok=initial_response_ok,
-            max_challenges=_MAXCHALLENGE,
-        )
-        reply: Reply = self._run(steps)
-        if reply.code in (ReplyCode.AUTH_SUCCESSFUL, ReplyCode.BAD_SEQUENCE):
-            if session_log.isEnabledFor(logging.INFO):
-                session_log.info("AUTH %s: %d", mechanism, reply.code)
-            return reply.as_tuple()
-        session_log.warning("AUTH %s refused: %d", mechanism, reply.code)
-        raise SMTPAuthenticationError(reply.code, reply.message, reply)
+        return respond
 
     def auth_cram_md5(self, challenge: bytes | None = None) -> str | None:
         """The CRAM-MD5 answer for ``login()`` credentials."""
@@ -624,28 +623,24 @@ class SMTP:
             SMTPException: no mechanism in common.
         """
         self.ehlo_or_helo_if_needed()
-        if not self.has_extn("auth"):
-            raise SMTPNotSupportedError("SMTP AUTH extension not supported by server.")
-        authlist = _auth.choose(self.esmtp_features["auth"])
-        if not authlist:
-            raise SMTPException("No suitable authentication method found.")
         self.user, self.password = user, password
-        last: SMTPAuthenticationError | None = None
-        for authmethod in authlist:
-            method = getattr(self, "auth_" + authmethod.lower().replace("-", "_"))
-            try:
-                code, resp = self.auth(
-                    authmethod, method, initial_response_ok=initial_response_ok
-                )
-            except SMTPAuthenticationError as exc:
-                last = exc
-                if exc.smtp_code == ReplyCode.AUTH_FAILED:
-                    break
-                continue
-            if code in (ReplyCode.AUTH_SUCCESSFUL, ReplyCode.BAD_SEQUENCE):
-                return code, resp
-        assert last is not None
-        raise last
+
+        def auth_step(mechanism: str) -> Steps:
+            method = getattr(self, "auth_" + mechanism.lower().replace("-", "_"))
+            self._auth_challenge_count = 0
+            respond = self._responder(method)
+            return operations.authenticate(
+                self._session,
+                mechanism,
+                respond,
+                initial_response_ok,
+                _MAXCHALLENGE,
+            )
+
+        mechanisms = operations.mechanisms_for(self._session)
+        steps = operations.login(self._session, mechanisms, auth_step)
+        result: tuple[int, bytes] = self._run(steps)
+        return result
 
     # -- TLS -------------------------------------------------------------------
 
@@ -668,7 +663,7 @@ class SMTP:
         self.ehlo_or_helo_if_needed()
         if not self.has_extn("starttls"):
             raise SMTPNotSupportedError("STARTTLS extension not supported by server.")
-        self._tls_context = _context(context, keyfile, certfile)
+        self._tls_context = operations.tls_context(context, keyfile, certfile)
         reply: Reply = self._run(self._session.starttls())
         if reply.code != ReplyCode.SERVICE_READY:
             raise SMTPResponseException(reply.code, reply.message, reply)
@@ -702,11 +697,17 @@ class SMTP:
         self.ehlo_or_helo_if_needed()
         recipients = [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)
         source = open_source(msg)
-        envelope = self._envelope(from_addr, recipients, source, mail_options,
-                                  rcpt_options)
+        envelope = operations.prepare_envelope(
+            self._session, from_addr, recipients, source, mail_options, rcpt_options
+        )
+        if envelope.smtputf8:
+            self.command_encoding = "utf-8"
         steps = run_transaction(
-            self._session, envelope, source.chunks,
-            chunking=self.chunking, single_chunk=source.single,
+            self._session,
+            envelope,
+            source.chunks,
+            chunking=self.chunking,
+            single_chunk=source.single,
         )
         if not self.pipelining:
             features = self._session.features
@@ -721,49 +722,13 @@ class SMTP:
         if session_log.isEnabledFor(logging.INFO):
             final = result.final.code if result.final else None
             session_log.info(
-                "%s: final reply %s, %d accepted, %d refused", self._host, final,
-                len(result.accepted), len(result.refused),
+                "%s: final reply %s, %d accepted, %d refused",
+                self._host,
+                final,
+                len(result.accepted),
+                len(result.refused),
             )
         return result
-
-    def _envelope(
-        self, from_addr: str, recipients: list[str], source: Source,
-        mail_options: Sequence[str], rcpt_options: Sequence[str],
-    ) -> Envelope:
-        features = self.esmtp_features
-        esmtp = self.does_esmtp
-        if not esmtp:
-            # smtplib sends no ESMTP parameter to a server that refused EHLO.
-            mail_options = rcpt_options = ()
-        wants_utf8 = any(o.upper() == "SMTPUTF8" for o in mail_options)
-        needs_utf8 = wants_utf8 or not all(
-            a.isascii() for a in (from_addr, *recipients)
-        )
-        if needs_utf8 and "smtputf8" not in features:
-            raise SMTPNotSupportedError(
-                "One or more source or delivery addresses require"
-                " internationalized email support, but the server"
-                " does not advertise the required SMTPUTF8 capability"
-                if not wants_utf8 else "SMTPUTF8 not supported by server"
-            )
-        if source.eight_bit and esmtp and "8bitmime" not in features:
-            raise SMTPNotSupportedError(
-                "message content has 8-bit octets and the server does not offer"
-                " 8BITMIME"
-            )
-        limit = size_limit(features)
-        if limit and source.size is not None and source.size > limit:
-            raise SMTPSenderRefused(
-                552, b"5.3.4 message size exceeds the server's limit of %d octets"
-                % limit, from_addr,
-            )
-        params = mail_params(
-            mail_options, size=source.size, eight_bit=source.eight_bit,
-            smtputf8=needs_utf8 and not wants_utf8, features=features,
-        ) if esmtp else []
-        if needs_utf8:
-            self.command_encoding = "utf-8"
-        return Envelope(from_addr, recipients, params, rcpt_options, needs_utf8)
 
     def sendmail(
         self,
@@ -787,7 +752,7 @@ class SMTP:
             SMTPNotSupportedError: an extension the message needs is missing.
         """
         result = self.deliver(from_addr, to_addrs, msg, mail_options, rcpt_options)
-        return _smtplib_outcome(result, from_addr)
+        return operations.smtplib_outcome(result, from_addr)
 
     def send_message(
         self,
@@ -804,38 +769,10 @@ class SMTP:
             ValueError: more than one block of ``Resent-`` headers.
             and what :meth:`sendmail` raises.
         """
-        from email.utils import getaddresses
-
         self.ehlo_or_helo_if_needed()
-        resent = msg.get_all("Resent-Date")
-        if resent is None:
-            prefix = ""
-        elif len(resent) == 1:
-            prefix = "Resent-"
-        else:
-            raise ValueError("message has more than one 'Resent-' header block")
-        if from_addr is None:
-            # RFC 5322 §3.6.2: Sender, when present, names the submitter.
-            field = msg[prefix + "Sender"] if (prefix + "Sender") in msg else msg[
-                prefix + "From"]
-            from_addr = getaddresses([field])[0][1]
-        if to_addrs is None:
-            fields = [msg[prefix + n] for n in ("To", "Bcc", "Cc")]
-            to_addrs = [a[1] for a in getaddresses([f for f in fields if f])]
-        shown = copy.copy(msg)
-        del shown["Bcc"]
-        del shown["Resent-Bcc"]
-        recipients = [to_addrs] if isinstance(to_addrs, str) else to_addrs
-        international = not all(a.isascii() for a in (from_addr, *recipients))
-        if international:
-            if not self.has_extn("smtputf8"):
-                raise SMTPNotSupportedError(
-                    "One or more source or delivery addresses require"
-                    " internationalized email support, but the server"
-                    " does not advertise the required SMTPUTF8 capability"
-                )
-            mail_options = (*mail_options, "SMTPUTF8", "BODY=8BITMIME")
-        data = flatten(shown, utf8=international)
+        from_addr, to_addrs, data, mail_options = operations.message_envelope(
+            msg, from_addr, to_addrs, mail_options, self.has_extn("smtputf8")
+        )
         return self.sendmail(from_addr, to_addrs, data, mail_options, rcpt_options)
 
     def quit(self) -> tuple[int, bytes]:
@@ -843,45 +780,6 @@ class SMTP:
         reply: Reply = self._run(self._session.quit())
         self.close()
         return reply.as_tuple()
-
-
-def _smtplib_outcome(
-    result: TransactionResult, from_addr: str
-) -> dict[str, tuple[int, bytes]]:
-    """Turn a transaction's replies into smtplib's return value or exception."""
-    mail = result.mail
-    if mail is None or mail.code != ReplyCode.COMPLETED:
-        reply = mail or result.data
-        code, text = reply.as_tuple() if reply else (-1, b"")
-        raise SMTPSenderRefused(code, text, from_addr, reply)
-    refused = {
-        r.address: r.reply.as_tuple()
-        for r in result.recipients
-        if r.reply is not None and r.reply.code not in (250, 251)
-    }
-    rcpt_replies = [r.reply for r in result.recipients if r.reply is not None]
-    closed = any(r.code == ReplyCode.SERVICE_NOT_AVAILABLE for r in rcpt_replies)
-    if closed or len(refused) == len(result.recipients):
-        raise SMTPRecipientsRefused(refused)
-    data = result.data
-    if data is not None and data.code not in (250, 354):
-        raise SMTPDataError(data.code, data.message, data)
-    final = result.final
-    if final is None:
-        raise SMTPDataError(-1, b"no reply to the message content")
-    lmtp_finals = [r for r in result.recipients if r.final is not None]
-    if lmtp_finals:
-        for r in lmtp_finals:
-            if r.final is not None and r.final.code != ReplyCode.COMPLETED:
-                refused[r.address] = r.final.as_tuple()
-        if not result.delivered:
-            first = lmtp_finals[0].final
-            assert first is not None
-            raise SMTPDataError(first.code, first.message, first)
-        return refused
-    if final.code != ReplyCode.COMPLETED:
-        raise SMTPDataError(final.code, final.message, final)
-    return refused
 
 
 def _sendmsg_all(sock: socket.socket, pieces: list[Any]) -> None:
@@ -897,36 +795,6 @@ def _sendmsg_all(sock: socket.socket, pieces: list[Any]) -> None:
             continue
         sock.sendall(view[sent:])
         sent = 0
-
-
-def _context(
-    context: ssl.SSLContext | None, keyfile: str | None, certfile: str | None
-) -> ssl.SSLContext:
-    if context is not None:
-        if keyfile is not None or certfile is not None:
-            raise ValueError(
-                "context and keyfile/certfile arguments are mutually exclusive"
-            )
-        return context
-    from .tls import default_context
-
-    context = default_context()
-    if certfile is not None:
-        context.load_cert_chain(certfile, keyfile)
-    return context
-
-
-def _local_name() -> str:
-    # RFC 5321 §4.1.1.1: a fully qualified name, or an address literal.
-    fqdn = socket.getfqdn()
-    if "." in fqdn:
-        return fqdn
-    addr = "127.0.0.1"
-    try:
-        addr = socket.gethostbyname(socket.gethostname())
-    except socket.gaierror:
-        pass
-    return f"[{addr}]"
 
 
 class SMTP_SSL(SMTP):
@@ -952,9 +820,8 @@ class SMTP_SSL(SMTP):
     ) -> None:
         self.keyfile = keyfile
         self.certfile = certfile
-        self.context = _context(context, keyfile, certfile)
-        super().__init__(host, port, local_hostname, timeout, source_address,
-                         **options)
+        self.context = operations.tls_context(context, keyfile, certfile)
+        super().__init__(host, port, local_hostname, timeout, source_address, **options)
 
     def _get_socket(self, host: str, port: int, timeout: Any) -> socket.socket:
         plain = super()._get_socket(host, port, timeout)
@@ -982,9 +849,14 @@ class LMTP(SMTP):
         timeout: float | None = _GLOBAL_DEFAULT_TIMEOUT,
         **options: Any,
     ) -> None:
-        super().__init__(host, port, local_hostname=local_hostname,
-                         source_address=source_address, timeout=timeout,
-                         **options)
+        super().__init__(
+            host,
+            port,
+            local_hostname=local_hostname,
+            source_address=source_address,
+            timeout=timeout,
+            **options,
+        )
 
     def connect(
         self,

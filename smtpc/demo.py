@@ -47,7 +47,9 @@ class LocalServer:
             self.port = probe.getsockname()[1]
         handler = _MaildirHandler(mailbox.Maildir(self.maildir, create=True))
         self._controller = Controller(
-            handler, hostname=self.host, port=self.port,
+            handler,
+            hostname=self.host,
+            port=self.port,
             server_kwargs={"enable_SMTPUTF8": True},
         )
         self._controller.start()

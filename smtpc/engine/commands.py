@@ -49,6 +49,9 @@ def encode_path(address: str, smtputf8: bool) -> bytes:
         ValueError: CR, LF or NUL, an over-long address, or non-ASCII
             characters without SMTPUTF8.
     """
+    # Refuse control characters before the RFC 5322 parser can drop them:
+    # an address that needed cleaning is not the one the caller meant.
+    core.check_argument(address.encode("utf-8", "surrogatepass"), "address")
     quoted = quoteaddr(address)
     try:
         path = quoted.encode("utf-8" if smtputf8 else "ascii")
@@ -91,8 +94,12 @@ def size_limit(features: Mapping[str, str]) -> int:
 
 
 def mail_params(
-    options: Iterable[str], *, size: int | None, eight_bit: bool | None,
-    smtputf8: bool, features: Mapping[str, str],
+    options: Iterable[str],
+    *,
+    size: int | None,
+    eight_bit: bool | None,
+    smtputf8: bool,
+    features: Mapping[str, str],
 ) -> list[str]:
     """MAIL FROM parameters: the caller's, then those the content calls for.
 

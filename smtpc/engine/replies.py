@@ -92,8 +92,15 @@ class ReplyReader:
         max_size: most bytes in one multiline reply.
     """
 
-    __slots__ = ("_buffer", "_code", "_lines", "_size", "max_line", "max_lines",
-                 "max_size")
+    __slots__ = (
+        "_buffer",
+        "_code",
+        "_lines",
+        "_size",
+        "max_line",
+        "max_lines",
+        "max_size",
+    )
 
     def __init__(
         self, max_line: int = 8192, max_lines: int = 256, max_size: int = 65536
@@ -155,8 +162,9 @@ class ReplyReader:
         # 2. §4.2.1: every line of a multiline reply carries the same code.
         if self._lines and code != self._code:
             raise RemoteProtocolError(
-                -1, f"reply code changed within a multiline reply: {self._code} "
-                f"then {code}"
+                -1,
+                f"reply code changed within a multiline reply: {self._code} "
+                f"then {code}",
             )
         self._code = code
         self._lines.append(line[4:].strip(b" \t\r\n"))

@@ -66,8 +66,17 @@ class Session:
     """
 
     __slots__ = (
-        "emitter", "lmtp", "reader", "state", "features", "does_esmtp",
-        "ehlo_resp", "helo_resp", "last_reply", "tls", "on_command",
+        "emitter",
+        "lmtp",
+        "reader",
+        "state",
+        "features",
+        "does_esmtp",
+        "ehlo_resp",
+        "helo_resp",
+        "last_reply",
+        "tls",
+        "on_command",
     )
 
     def __init__(
@@ -88,7 +97,10 @@ class Session:
         self.on_command: Callable[[bytes], None] | None = None
 
     def send(
-        self, line: bytes, *, limit: int = core.MAX_COMMAND_LINE,
+        self,
+        line: bytes,
+        *,
+        limit: int = core.MAX_COMMAND_LINE,
         shown: bytes | None = None,
     ) -> None:
         """Queue one command line; ``shown`` replaces it in the trace."""
@@ -228,8 +240,12 @@ class Session:
         return reply
 
     def authenticate(
-        self, mechanism: str, respond: Callable[[bytes | None], bytes | None],
-        *, initial_response_ok: bool = True, max_challenges: int = 5,
+        self,
+        mechanism: str,
+        respond: Callable[[bytes | None], bytes | None],
+        *,
+        initial_response_ok: bool = True,
+        max_challenges: int = 5,
     ) -> Steps:
         """AUTH (RFC 4954): answer each 334 challenge until a final reply.
 
@@ -275,6 +291,7 @@ class Session:
             raise SMTPServerDisconnected("please run connect() first")
         self.send(b"QUIT")
         reply: Reply = yield READ
+        self.forget_extensions()
         self.state = State.CLOSED
         return reply
 

@@ -198,8 +198,10 @@ def run_transaction(
                 return result
         if result.mail.code != ReplyCode.COMPLETED:
             return (yield from _abandon(session, result))
-        if not any(r.reply is not None and r.reply.code in (250, 251)
-                   for r in result.recipients):
+        if not any(
+            r.reply is not None and r.reply.code in (250, 251)
+            for r in result.recipients
+        ):
             if result.data is not None and result.data.code == 354:
                 # RFC 2920 §3.1: DATA was accepted with no recipient left;
                 # end it with no content.

@@ -1,0 +1,285 @@
+"""What the blocking and asyncio clients both do, written once.
+
+Multi-command operations are engine steps (see :mod:`smtpc.engine.session`)
+that either driver runs; the rest are pure functions that turn the caller's
+arguments into an envelope, and a transaction's replies into smtplib's
+return value or exception.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import socket
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from . import auth as _auth
+from .engine.commands import mail_params, size_limit
+from .engine.replies import Reply, ReplyCode
+from .engine.session import Session, Steps
+from .engine.transaction import Envelope, TransactionResult
+from .errors import (
+    SMTPAuthenticationError,
+    SMTPDataError,
+    SMTPException,
+    SMTPHeloError,
+    SMTPNotSupportedError,
+    SMTPRecipientsRefused,
+    SMTPSenderRefused,
+)
+from .sources import Source, flatten
+
+if TYPE_CHECKING:
+    import ssl
+
+AuthObject = Callable[..., "str | bytes | None"]
+
+_NO_SMTPUTF8 = (
+    "One or more source or delivery addresses require internationalized email"
+    " support, but the server does not advertise the required SMTPUTF8"
+    " capability"
+)
+
+
+def hello(session: Session, name: str, verb: str = "EHLO") -> Steps:
+    """EHLO, or HELO when EHLO is refused, unless one was accepted already.
+
+    Raises:
+        SMTPHeloError: neither was accepted.
+    """
+    if session.helo_resp is not None or session.ehlo_resp is not None:
+        return None
+    reply: Reply = yield from session.ehlo(name, verb)
+    if 200 <= reply.code <= 299:
+        return None
+    reply = yield from session.helo(name)
+    if not 200 <= reply.code <= 299:
+        raise SMTPHeloError(reply.code, reply.message, reply)
+    return None
+
+
+def authenticate(
+    session: Session,
+    mechanism: str,
+    respond: Callable[[bytes | None], bytes | None],
+    initial_response_ok: bool,
+    max_challenges: int,
+) -> Steps:
+    """One AUTH exchange; returns the final reply's ``(code, text)``.
+
+    Raises:
+        SMTPAuthenticationError: the server refused (anything but 235/503).
+    """
+    reply: Reply = yield from session.authenticate(
+        mechanism,
+        respond,
+        initial_response_ok=initial_response_ok,
+        max_challenges=max_challenges,
+    )
+    if reply.code in (ReplyCode.AUTH_SUCCESSFUL, ReplyCode.BAD_SEQUENCE):
+        return reply.as_tuple()
+    raise SMTPAuthenticationError(reply.code, reply.message, reply)
+
+
+def login(
+    session: Session,
+    mechanisms: Sequence[str],
+    auth_step: Callable[[str], Steps],
+) -> Steps:
+    """Try ``mechanisms`` in order until one is accepted.
+
+    After a 535 (credentials refused) no weaker mechanism is tried, so the
+    password is not offered again in a weaker form; after other refusals the
+    next mechanism is tried, as in smtplib.
+
+    Raises:
+        SMTPNotSupportedError: the server offers no AUTH.
+        SMTPException: no mechanism in common.
+        SMTPAuthenticationError: the last refusal.
+    """
+    if "auth" not in session.features:
+        raise SMTPNotSupportedError("SMTP AUTH extension not supported by server.")
+    if not mechanisms:
+        raise SMTPException("No suitable authentication method found.")
+    last: SMTPAuthenticationError | None = None
+    for mechanism in mechanisms:
+        try:
+            code, text = yield from auth_step(mechanism)
+        except SMTPAuthenticationError as exc:
+            last = exc
+            if exc.smtp_code == ReplyCode.AUTH_FAILED:
+                break
+            continue
+        if code in (ReplyCode.AUTH_SUCCESSFUL, ReplyCode.BAD_SEQUENCE):
+            return (code, text)
+    assert last is not None
+    raise last
+
+
+def mechanisms_for(session: Session) -> list[str]:
+    """The AUTH mechanisms to try, strongest first, among those offered."""
+    return _auth.choose(session.features.get("auth", ""))
+
+
+def prepare_envelope(
+    session: Session,
+    from_addr: str,
+    recipients: list[str],
+    source: Source,
+    mail_options: Sequence[str],
+    rcpt_options: Sequence[str],
+) -> Envelope:
+    """The envelope for one transaction, with the parameters the content needs.
+
+    Raises:
+        SMTPNotSupportedError: an address needs SMTPUTF8, or the content
+            8BITMIME, and the server does not offer it.
+        SMTPSenderRefused: the content is larger than the server's SIZE.
+    """
+    features = session.features
+    esmtp = session.does_esmtp
+    if not esmtp:
+        # smtplib sends no ESMTP parameter to a server that refused EHLO.
+        mail_options = rcpt_options = ()
+    wants_utf8 = any(o.upper() == "SMTPUTF8" for o in mail_options)
+    needs_utf8 = wants_utf8 or not all(a.isascii() for a in (from_addr, *recipients))
+    if needs_utf8 and "smtputf8" not in features:
+        raise SMTPNotSupportedError(
+            "SMTPUTF8 not supported by server" if wants_utf8 else _NO_SMTPUTF8
+        )
+    if source.eight_bit and esmtp and "8bitmime" not in features:
+        raise SMTPNotSupportedError(
+            "message content has 8-bit octets and the server does not offer 8BITMIME"
+        )
+    limit = size_limit(features)
+    if limit and source.size is not None and source.size > limit:
+        # RFC 1870 §6.1: what the server's reply to MAIL FROM would be.
+        text = b"5.3.4 message size exceeds the server's limit of %d octets" % limit
+        raise SMTPSenderRefused(552, text, from_addr)
+    params = []
+    if esmtp:
+        params = mail_params(
+            mail_options,
+            size=source.size,
+            eight_bit=source.eight_bit,
+            smtputf8=needs_utf8 and not wants_utf8,
+            features=features,
+        )
+    return Envelope(from_addr, recipients, params, rcpt_options, needs_utf8)
+
+
+def message_envelope(
+    msg: Any,
+    from_addr: str | None,
+    to_addrs: str | Sequence[str] | None,
+    mail_options: Sequence[str],
+    has_smtputf8: bool,
+) -> tuple[str, str | Sequence[str], bytes, Sequence[str]]:
+    """smtplib's ``send_message`` rules: the envelope from the headers
+    (``Resent-*`` first), Bcc removed, SMTPUTF8 when an address needs it.
+
+    Returns:
+        ``(from_addr, to_addrs, content, mail_options)``.
+
+    Raises:
+        ValueError: more than one block of ``Resent-`` headers.
+        SMTPNotSupportedError: an address needs SMTPUTF8, not offered.
+    """
+    from email.utils import getaddresses
+
+    resent = msg.get_all("Resent-Date")
+    if resent is None:
+        prefix = ""
+    elif len(resent) == 1:
+        prefix = "Resent-"
+    else:
+        raise ValueError("message has more than one 'Resent-' header block")
+    if from_addr is None:
+        # RFC 5322 §3.6.2: Sender, when present, names the submitter.
+        name = prefix + "Sender" if (prefix + "Sender") in msg else prefix + "From"
+        from_addr = getaddresses([msg[name]])[0][1]
+    if to_addrs is None:
+        fields = [msg[prefix + n] for n in ("To", "Bcc", "Cc")]
+        to_addrs = [a[1] for a in getaddresses([f for f in fields if f])]
+    shown = copy.copy(msg)
+    del shown["Bcc"]
+    del shown["Resent-Bcc"]
+    recipients = [to_addrs] if isinstance(to_addrs, str) else to_addrs
+    international = not all(a.isascii() for a in (from_addr, *recipients))
+    if international:
+        if not has_smtputf8:
+            raise SMTPNotSupportedError(_NO_SMTPUTF8)
+        mail_options = (*mail_options, "SMTPUTF8", "BODY=8BITMIME")
+    return from_addr, to_addrs, flatten(shown, utf8=international), mail_options
+
+
+def smtplib_outcome(
+    result: TransactionResult, from_addr: str
+) -> dict[str, tuple[int, bytes]]:
+    """smtplib's return value for a transaction, or the exception it raises."""
+    mail = result.mail
+    if mail is None or mail.code != ReplyCode.COMPLETED:
+        reply = mail or result.data
+        code, text = reply.as_tuple() if reply else (-1, b"")
+        raise SMTPSenderRefused(code, text, from_addr, reply)
+    refused = {
+        r.address: r.reply.as_tuple()
+        for r in result.recipients
+        if r.reply is not None and r.reply.code not in (250, 251)
+    }
+    rcpt_replies = [r.reply for r in result.recipients if r.reply is not None]
+    closed = any(r.code == ReplyCode.SERVICE_NOT_AVAILABLE for r in rcpt_replies)
+    if closed or len(refused) == len(result.recipients):
+        raise SMTPRecipientsRefused(refused)
+    data = result.data
+    if data is not None and data.code not in (250, 354):
+        raise SMTPDataError(data.code, data.message, data)
+    final = result.final
+    if final is None:
+        raise SMTPDataError(-1, b"no reply to the message content")
+    lmtp_finals = [r for r in result.recipients if r.final is not None]
+    if lmtp_finals:
+        # RFC 2033 §4.2: each recipient has its own final reply.
+        for r in lmtp_finals:
+            if r.final is not None and r.final.code != ReplyCode.COMPLETED:
+                refused[r.address] = r.final.as_tuple()
+        if not result.delivered:
+            first = lmtp_finals[0].final
+            assert first is not None
+            raise SMTPDataError(first.code, first.message, first)
+        return refused
+    if final.code != ReplyCode.COMPLETED:
+        raise SMTPDataError(final.code, final.message, final)
+    return refused
+
+
+def tls_context(
+    context: ssl.SSLContext | None, keyfile: str | None, certfile: str | None
+) -> ssl.SSLContext:
+    """The caller's context, or a verifying one with an optional client
+    certificate."""
+    if context is not None:
+        if keyfile is not None or certfile is not None:
+            raise ValueError(
+                "context and keyfile/certfile arguments are mutually exclusive"
+            )
+        return context
+    from .tls import default_context
+
+    context = default_context()
+    if certfile is not None:
+        context.load_cert_chain(certfile, keyfile)
+    return context
+
+
+def local_name() -> str:
+    """This host's name for EHLO: its FQDN, or an address literal
+    (RFC 5321 §4.1.1.1)."""
+    fqdn = socket.getfqdn()
+    if "." in fqdn:
+        return fqdn
+    addr = "127.0.0.1"
+    with contextlib.suppress(socket.gaierror):
+        addr = socket.gethostbyname(socket.gethostname())
+    return f"[{addr}]"
