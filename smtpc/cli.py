@@ -274,16 +274,15 @@ def _send_all(args: argparse.Namespace, host: str, port: int) -> int:
 
 
 def _report(name: str, result: Any) -> int:
-    final = result.final
-    queued = f" (queued as {result.queue_id})" if result.queue_id else ""
+    """Print one message's outcome; 0 when every recipient accepted it."""
     if result.mail is not None and result.mail.code != 250:
         print(f"{name}: MAIL FROM:<{result.reverse_path}> refused: {result.mail}")
         return 1
-    print(f"{name}: {final if final else 'not sent'}{queued}")
+    print(f"{name}: {result.final or 'not sent'}")
     for recipient in result.recipients:
-        outcome = recipient.outcome
-        mark = "accepted" if recipient.accepted and result.delivered else "REFUSED"
-        print(f"  {recipient.address}: {mark}: {outcome}")
+        accepted = recipient.accepted and result.delivered
+        mark = "accepted" if accepted else "REFUSED"
+        print(f"  {recipient.address}: {mark} ({recipient.outcome})")
     return 0 if result.delivered and not result.refused else 1
 
 
