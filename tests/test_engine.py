@@ -7,8 +7,6 @@ pipelined group shows as several ``C:`` lines before their replies.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -192,8 +190,9 @@ C: .
 S: 250 2.0.0 ok
 """
     )
-    result = send(play, ["b@example.org", "nobody@example.org", "c@example.org"],
-                  [b"hello\r\n"])
+    result = send(
+        play, ["b@example.org", "nobody@example.org", "c@example.org"], [b"hello\r\n"]
+    )
     assert result.accepted == ["b@example.org", "c@example.org"]  # type: ignore[attr-defined]
     assert result.refused == {  # type: ignore[attr-defined]
         "nobody@example.org": (550, b"5.1.1 no such user")
@@ -434,8 +433,9 @@ def test_auth_stops_after_too_many_challenges() -> None:
         + "S: 334 \nC: \n" * 3
         + "S: 334 \n"
     )
-    steps = play.session.authenticate("X", lambda c: None if c is None else b"",
-                                      max_challenges=3)
+    steps = play.session.authenticate(
+        "X", lambda c: None if c is None else b"", max_challenges=3
+    )
     with pytest.raises(RemoteProtocolError, match="infinite loop"):
         play.run(steps)
 
@@ -533,4 +533,3 @@ def test_arbitrary_reply_bytes_raise_only_remote_protocol_error(
     except RemoteProtocolError:
         pass
     assert reader.pending <= 512 + 2048 + sum(map(len, chunks))
-
