@@ -19,8 +19,8 @@ from .client import (
     SMTP_SSL_PORT,
     bCRLF,
 )
+from .engine.commands import DSN, quoteaddr
 from .engine.commands import addr_only as _addr_only  # noqa: F401 - as smtplib
-from .engine.commands import quoteaddr
 from .engine.replies import Reply, ReplyCode
 from .engine.transaction import RecipientResult, TransactionResult
 from .errors import (
@@ -66,6 +66,7 @@ def quotedata(data: str) -> str:
 
 __all__ = [
     "CRLF",
+    "DSN",
     "LMTP",
     "LMTP_PORT",
     "LocalProtocolError",

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import auth as _auth
 from . import core, operations
-from .engine.commands import addr_only, encode_path, quoteaddr
+from .engine.commands import DSN, addr_only, encode_path, quoteaddr
 from .engine.replies import Reply, ReplyCode
 from .engine.session import READ, START_TLS, Session, State, Steps
 from .engine.transaction import TransactionResult, run_transaction
@@ -91,6 +91,7 @@ class SMTP:
     ehlo_msg = "ehlo"
     default_port = SMTP_PORT
     _lmtp = False
+    _implicit_tls = False
 
     def __init__(
         self,
@@ -185,6 +186,7 @@ class SMTP:
         emitter = core.Emitter(self._sink, self.buffer_size)
         session = Session(emitter, lmtp=self._lmtp, max_line=_max_line())
         session.on_command = self._trace_command
+        session.tls = self._implicit_tls
         return session
 
     def _run(self, steps: Steps) -> Any:
@@ -678,12 +680,21 @@ class SMTP:
         msg: Any,
         mail_options: Sequence[str] = (),
         rcpt_options: Sequence[str] = (),
+        *,
+        dsn: DSN | None = None,
+        requiretls: bool = False,
     ) -> TransactionResult:
         """Run one mail transaction and return every reply it got.
 
         Unlike :meth:`sendmail`, a refusal is not an exception: the result
         tells, recipient by recipient. The session is left ready for the next
         transaction, or closed after a 421.
+
+        Args:
+            dsn: delivery status notifications to ask for (RFC 3461), when
+                the server offers DSN.
+            requiretls: refuse to send unless the session is TLS and the
+                server offers REQUIRETLS (RFC 8689), and ask it to keep TLS.
 
         Raises:
             SMTPNotSupportedError: the message or an address needs an
@@ -698,7 +709,14 @@ class SMTP:
         recipients = [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)
         source = open_source(msg)
         envelope = operations.prepare_envelope(
-            self._session, from_addr, recipients, source, mail_options, rcpt_options
+            self._session,
+            from_addr,
+            recipients,
+            source,
+            mail_options,
+            rcpt_options,
+            dsn,
+            requiretls,
         )
         if envelope.smtputf8:
             self.command_encoding = "utf-8"
@@ -737,6 +755,9 @@ class SMTP:
         msg: Any,
         mail_options: Sequence[str] = (),
         rcpt_options: Sequence[str] = (),
+        *,
+        dsn: DSN | None = None,
+        requiretls: bool = False,
     ) -> dict[str, tuple[int, bytes]]:
         """Send one message, as smtplib does; returns the refused recipients.
 
@@ -751,7 +772,15 @@ class SMTP:
             SMTPDataError: the message content was refused.
             SMTPNotSupportedError: an extension the message needs is missing.
         """
-        result = self.deliver(from_addr, to_addrs, msg, mail_options, rcpt_options)
+        result = self.deliver(
+            from_addr,
+            to_addrs,
+            msg,
+            mail_options,
+            rcpt_options,
+            dsn=dsn,
+            requiretls=requiretls,
+        )
         return operations.smtplib_outcome(result, from_addr)
 
     def send_message(
@@ -771,7 +800,12 @@ class SMTP:
         """
         self.ehlo_or_helo_if_needed()
         from_addr, to_addrs, data, mail_options = operations.message_envelope(
-            msg, from_addr, to_addrs, mail_options, self.has_extn("smtputf8")
+            msg,
+            from_addr,
+            to_addrs,
+            mail_options,
+            self.has_extn("smtputf8"),
+            self.has_extn("8bitmime"),
         )
         return self.sendmail(from_addr, to_addrs, data, mail_options, rcpt_options)
 
@@ -805,6 +839,7 @@ class SMTP_SSL(SMTP):
     """
 
     default_port = SMTP_SSL_PORT
+    _implicit_tls = True
 
     def __init__(
         self,

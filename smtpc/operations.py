@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import socket
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import auth as _auth
-from .engine.commands import mail_params, size_limit
+from .engine.commands import DSN, mail_params, size_limit
 from .engine.replies import Reply, ReplyCode
 from .engine.session import Session, Steps
 from .engine.transaction import Envelope, TransactionResult
@@ -28,12 +29,14 @@ from .errors import (
     SMTPRecipientsRefused,
     SMTPSenderRefused,
 )
-from .sources import Source, flatten
+from .sources import Source, flatten, to_seven_bit
 
 if TYPE_CHECKING:
     import ssl
 
 AuthObject = Callable[..., "str | bytes | None"]
+
+session_log = logging.getLogger("smtpc.session")
 
 _NO_SMTPUTF8 = (
     "One or more source or delivery addresses require internationalized email"
@@ -129,12 +132,18 @@ def prepare_envelope(
     source: Source,
     mail_options: Sequence[str],
     rcpt_options: Sequence[str],
+    dsn: DSN | None = None,
+    requiretls: bool = False,
 ) -> Envelope:
     """The envelope for one transaction, with the parameters the content needs.
 
+    A DSN request goes out only when the server offers DSN (RFC 3461 §4);
+    otherwise the message is sent without it and a warning is logged.
+
     Raises:
         SMTPNotSupportedError: an address needs SMTPUTF8, or the content
-            8BITMIME, and the server does not offer it.
+            8BITMIME, and the server does not offer it; or REQUIRETLS was
+            asked for outside TLS or without the server's REQUIRETLS.
         SMTPSenderRefused: the content is larger than the server's SIZE.
     """
     features = session.features
@@ -148,7 +157,7 @@ def prepare_envelope(
         raise SMTPNotSupportedError(
             "SMTPUTF8 not supported by server" if wants_utf8 else _NO_SMTPUTF8
         )
-    if source.eight_bit and esmtp and "8bitmime" not in features:
+    if source.eight_bit and "8bitmime" not in features:
         raise SMTPNotSupportedError(
             "message content has 8-bit octets and the server does not offer 8BITMIME"
         )
@@ -175,9 +184,11 @@ def message_envelope(
     to_addrs: str | Sequence[str] | None,
     mail_options: Sequence[str],
     has_smtputf8: bool,
+    has_8bitmime: bool = True,
 ) -> tuple[str, str | Sequence[str], bytes, Sequence[str]]:
     """smtplib's ``send_message`` rules: the envelope from the headers
     (``Resent-*`` first), Bcc removed, SMTPUTF8 when an address needs it.
+    For a server without 8BITMIME, 8-bit parts are re-encoded to 7 bits.
 
     Returns:
         ``(from_addr, to_addrs, content, mail_options)``.
@@ -211,7 +222,10 @@ def message_envelope(
         if not has_smtputf8:
             raise SMTPNotSupportedError(_NO_SMTPUTF8)
         mail_options = (*mail_options, "SMTPUTF8", "BODY=8BITMIME")
-    return from_addr, to_addrs, flatten(shown, utf8=international), mail_options
+    content = flatten(shown, utf8=international)
+    if not (international or has_8bitmime or content.isascii()):
+        content = flatten(to_seven_bit(shown))
+    return from_addr, to_addrs, content, mail_options
 
 
 def smtplib_outcome(

@@ -122,3 +122,27 @@ def flatten(msg: Any, utf8: bool = False) -> bytes:
     out = io.BytesIO()
     BytesGenerator(out, policy=policy).flatten(msg, linesep="\r\n")
     return out.getvalue()
+
+
+def to_seven_bit(msg: Any) -> Any:
+    """A copy of ``msg`` whose 8-bit parts are re-encoded for a server
+    without 8BITMIME (RFC 6152 §3): text as quoted-printable, the rest as
+    base64. Non-ASCII headers are RFC 2047 encoded when flattened."""
+    import copy
+    from email import encoders
+
+    msg = copy.deepcopy(msg)
+    for part in msg.walk():
+        if part.is_multipart():
+            continue
+        cte = str(part.get("Content-Transfer-Encoding", "7bit")).lower()
+        if cte not in ("8bit", "binary"):
+            continue
+        raw = part.get_payload(decode=True)
+        del part["Content-Transfer-Encoding"]
+        part.set_payload(raw)
+        if part.get_content_maintype() == "text":
+            encoders.encode_quopri(part)
+        else:
+            encoders.encode_base64(part)
+    return msg

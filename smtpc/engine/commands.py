@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from .. import core
 
@@ -124,3 +125,72 @@ def command_limit(params: Iterable[str]) -> int:
     500 for NOTIFY/ORCPT on RCPT; other parameters get the same allowance.
     """
     return core.MAX_COMMAND_LINE + sum(len(p) + 1 for p in params)
+
+
+def xtext(value: str) -> str:
+    """RFC 3461 §4 xtext: "+", "=" and octets outside 33-126 as "+HH"."""
+    out = []
+    for octet in value.encode("utf-8"):
+        if 33 <= octet <= 126 and octet not in (0x2B, 0x3D):
+            out.append(chr(octet))
+        else:
+            out.append(f"+{octet:02X}")
+    return "".join(out)
+
+
+_NOTIFY = frozenset({"NEVER", "SUCCESS", "FAILURE", "DELAY"})
+
+
+@dataclass(frozen=True, slots=True)
+class DSN:
+    """A request for delivery status notifications (RFC 3461).
+
+    Args:
+        notify: ``("NEVER",)`` or any of SUCCESS, FAILURE, DELAY (§4.1).
+        ret: ``"FULL"`` or ``"HDRS"``: what a failure report returns (§4.3).
+        envid: the sender's identifier for this transaction (§4.4).
+        orcpt: send each forward-path as its original recipient (§4.2).
+
+    Raises:
+        ValueError: a value the RFC does not allow.
+    """
+
+    notify: tuple[str, ...] = ()
+    ret: str | None = None
+    envid: str | None = None
+    orcpt: bool = False
+
+    def __post_init__(self) -> None:
+        notify = tuple(n.upper() for n in self.notify)
+        if not set(notify) <= _NOTIFY or ("NEVER" in notify and len(notify) > 1):
+            raise ValueError(
+                "NOTIFY takes NEVER alone, or any of SUCCESS, FAILURE, DELAY"
+            )
+        object.__setattr__(self, "notify", notify)
+        if self.ret is not None:
+            if self.ret.upper() not in ("FULL", "HDRS"):
+                raise ValueError("RET takes FULL or HDRS")
+            object.__setattr__(self, "ret", self.ret.upper())
+        if self.envid is not None and (
+            not self.envid.isascii() or len(xtext(self.envid)) > 100
+        ):
+            raise ValueError("ENVID must be ASCII and at most 100 octets as xtext")
+
+    def mail_params(self) -> list[str]:
+        """RET and ENVID, for MAIL FROM."""
+        params = []
+        if self.ret is not None:
+            params.append(f"RET={self.ret}")
+        if self.envid is not None:
+            params.append(f"ENVID={xtext(self.envid)}")
+        return params
+
+    def rcpt_params(self, address: str) -> list[str]:
+        """NOTIFY and ORCPT, for one RCPT TO."""
+        params = []
+        if self.notify:
+            params.append("NOTIFY=" + ",".join(self.notify))
+        if self.orcpt:
+            kind = "utf-8" if not address.isascii() else "rfc822"
+            params.append(f"ORCPT={kind};{xtext(addr_only(address))}")
+        return params

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import SMTPServerDisconnected
-from .commands import command_limit, encode_path
+from .commands import DSN, command_limit, encode_path
 from .replies import Reply, ReplyCode
 from .session import DRAIN, READ, Session, State, Steps
 
@@ -35,6 +35,14 @@ class Envelope:
     mail_params: Sequence[str] = ()
     rcpt_params: Sequence[str] = ()
     smtputf8: bool = False
+    dsn: DSN | None = None
+
+    def rcpt_params_for(self, address: str) -> list[str]:
+        """The RCPT TO parameters for one forward-path."""
+        params = list(self.rcpt_params)
+        if self.dsn is not None:
+            params += self.dsn.rcpt_params(address)
+        return params
 
 
 @dataclass(slots=True)
@@ -161,13 +169,13 @@ def run_transaction(
         [b"MAIL FROM:" + encode_path(envelope.reverse_path, smtputf8)]
         + [p.encode("ascii") for p in envelope.mail_params]
     )
-    rcpt_tail = [p.encode("ascii") for p in envelope.rcpt_params]
-    rcpt_lines = [
-        b" ".join([b"RCPT TO:" + encode_path(address, smtputf8)] + rcpt_tail)
-        for address in envelope.forward_paths
-    ]
+    rcpt_lines = []
+    for address in envelope.forward_paths:
+        params = envelope.rcpt_params_for(address)
+        path = b"RCPT TO:" + encode_path(address, smtputf8)
+        line = b" ".join([path] + [p.encode("ascii") for p in params])
+        rcpt_lines.append((line, command_limit(params)))
     mail_limit = command_limit(envelope.mail_params)
-    rcpt_limit = command_limit(envelope.rcpt_params)
     result.recipients = [RecipientResult(a) for a in envelope.forward_paths]
 
     try:
@@ -179,8 +187,8 @@ def run_transaction(
             session.after("MAIL", result.mail)
             if result.mail.code != ReplyCode.COMPLETED:
                 return (yield from _abandon(session, result))
-        for line, recipient in zip(rcpt_lines, result.recipients, strict=True):
-            session.send(line, limit=rcpt_limit)
+        for (line, limit), recipient in zip(rcpt_lines, result.recipients, strict=True):
+            session.send(line, limit=limit)
             if not pipelining:
                 recipient.reply = yield READ
                 if session.state is State.CLOSED:
