@@ -20,7 +20,6 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import auth as _auth
 from . import core, operations
 from .engine.commands import DSN, addr_only, encode_path, quoteaddr
 from .engine.replies import Reply, ReplyCode
@@ -56,7 +55,6 @@ _GLOBAL_DEFAULT_TIMEOUT: Any = socket._GLOBAL_DEFAULT_TIMEOUT  # type: ignore[at
 _RECV_SIZE = 4096
 
 session_log = logging.getLogger("smtpc.session")
-wire_log = logging.getLogger("smtpc.wire")
 
 
 def _max_line() -> int:
@@ -65,7 +63,7 @@ def _max_line() -> int:
     return int(getattr(sys.modules[__package__], "_MAXLINE", 8192))
 
 
-class SMTP:
+class SMTP(operations.ClientState):
     """An SMTP client session, compatible with ``smtplib.SMTP``.
 
     Args:
@@ -140,45 +138,6 @@ class SMTP:
             pass
         finally:
             self.close()
-
-    # -- state smtplib exposes as attributes -----------------------------------
-
-    @property
-    def esmtp_features(self) -> dict[str, str]:
-        return self._session.features
-
-    @esmtp_features.setter
-    def esmtp_features(self, value: dict[str, str]) -> None:
-        self._session.features = value
-
-    @property
-    def does_esmtp(self) -> bool:
-        return self._session.does_esmtp
-
-    @does_esmtp.setter
-    def does_esmtp(self, value: bool) -> None:
-        self._session.does_esmtp = value
-
-    @property
-    def ehlo_resp(self) -> bytes | None:
-        return self._session.ehlo_resp
-
-    @ehlo_resp.setter
-    def ehlo_resp(self, value: bytes | None) -> None:
-        self._session.ehlo_resp = value
-
-    @property
-    def helo_resp(self) -> bytes | None:
-        return self._session.helo_resp
-
-    @helo_resp.setter
-    def helo_resp(self, value: bytes | None) -> None:
-        self._session.helo_resp = value
-
-    @property
-    def last_reply(self) -> Reply | None:
-        """The last reply received, with its enhanced status code."""
-        return self._session.last_reply
 
     # -- driver ---------------------------------------------------------------
 
@@ -284,36 +243,6 @@ class SMTP:
         self.file = None
         if sock is not None:
             sock.close()
-
-    def _trace_command(self, line: bytes) -> None:
-        if self.debuglevel > 0:
-            self._print_debug("send:", repr(line + b"\r\n"))
-        if wire_log.isEnabledFor(logging.DEBUG):
-            wire_log.debug("> %s", line.decode("utf-8", "replace"))
-
-    def _trace_reply(self, reply: Reply) -> None:
-        if self.debuglevel > 0:
-            code, text = reply.as_tuple()
-            self._print_debug(f"reply: retcode ({code}); Msg: {text!a}")
-        if wire_log.isEnabledFor(logging.DEBUG):
-            for line in reply.lines:
-                wire_log.debug("< %d %s", reply.code, line.decode("utf-8", "replace"))
-
-    def set_debuglevel(self, debuglevel: int) -> None:
-        """Print each command and reply to stderr; with 2, with timestamps.
-
-        Credentials are masked, and message content is never printed.
-        """
-        self.debuglevel = debuglevel
-
-    def _print_debug(self, *args: object) -> None:
-        if self.debuglevel > 1:
-            import datetime
-
-            now = datetime.datetime.now().time()
-            print(now, *args, file=sys.stderr)
-        else:
-            print(*args, file=sys.stderr)
 
     # -- connection -----------------------------------------------------------
 
@@ -440,10 +369,6 @@ class SMTP:
         reply: Reply = self._run(steps)
         return reply.as_tuple()
 
-    def has_extn(self, opt: str) -> bool:
-        """Whether the server offers the extension keyword ``opt``."""
-        return opt.lower() in self.esmtp_features
-
     def help(self, args: str = "") -> bytes:
         """HELP; returns the reply text."""
         return self.docmd("help", args)[1]
@@ -561,10 +486,8 @@ class SMTP:
             RemoteProtocolError: the server sent too many challenges.
         """
         mechanism = mechanism.upper()
-        self._auth_challenge_count = 0
-        respond = self._responder(authobject)
-        steps = operations.authenticate(
-            self._session, mechanism, respond, initial_response_ok, _MAXCHALLENGE
+        steps = self._auth_steps(
+            mechanism, authobject, initial_response_ok, _MAXCHALLENGE
         )
         try:
             result: tuple[int, bytes] = self._run(steps)
@@ -573,41 +496,6 @@ class SMTP:
             raise
         session_log.info("AUTH %s: %d", mechanism, result[0])
         return result
-
-    def _responder(
-        self, authobject: operations.AuthObject
-    ) -> Callable[[bytes | None], bytes | None]:
-        """Adapt an smtplib auth object to the engine's ``respond``, keeping
-        ``_auth_challenge_count`` as smtplib's ``auth_login`` expects."""
-
-        def respond(challenge: bytes | None) -> bytes | None:
-            if challenge is None:
-                answer = authobject()
-                self._auth_challenge_count = 0 if answer is None else 1
-            else:
-                self._auth_challenge_count += 1
-                answer = authobject(challenge)
-            if isinstance(answer, str):
-                return answer.encode("utf-8")
-            return answer
-
-        return respond
-
-    def auth_cram_md5(self, challenge: bytes | None = None) -> str | None:
-        """The CRAM-MD5 answer for ``login()`` credentials."""
-        mech = _auth.CramMD5(self.user or "", self.password or "")
-        answer = mech.respond(challenge)
-        return None if answer is None else answer.decode("utf-8")
-
-    def auth_plain(self, challenge: bytes | None = None) -> str:
-        """The PLAIN response for ``login()`` credentials (RFC 4616)."""
-        return f"\0{self.user}\0{self.password}"
-
-    def auth_login(self, challenge: bytes | None = None) -> str | None:
-        """The LOGIN answers: the user name first, then the password."""
-        if challenge is None or self._auth_challenge_count < 2:
-            return self.user
-        return self.password
 
     def login(
         self, user: str, password: str, *, initial_response_ok: bool = True
@@ -625,22 +513,7 @@ class SMTP:
             SMTPException: no mechanism in common.
         """
         self.ehlo_or_helo_if_needed()
-        self.user, self.password = user, password
-
-        def auth_step(mechanism: str) -> Steps:
-            method = getattr(self, "auth_" + mechanism.lower().replace("-", "_"))
-            self._auth_challenge_count = 0
-            respond = self._responder(method)
-            return operations.authenticate(
-                self._session,
-                mechanism,
-                respond,
-                initial_response_ok,
-                _MAXCHALLENGE,
-            )
-
-        mechanisms = operations.mechanisms_for(self._session)
-        steps = operations.login(self._session, mechanisms, auth_step)
+        steps = self._login_steps(user, password, initial_response_ok, _MAXCHALLENGE)
         result: tuple[int, bytes] = self._run(steps)
         return result
 

@@ -175,7 +175,20 @@ def prepare_envelope(
             smtputf8=needs_utf8 and not wants_utf8,
             features=features,
         )
-    return Envelope(from_addr, recipients, params, rcpt_options, needs_utf8)
+    if requiretls:
+        # RFC 8689 §4.1: the message must not go out over a weaker path.
+        if not (session.tls and "requiretls" in features):
+            raise SMTPNotSupportedError(
+                "REQUIRETLS needs a TLS session with a server that offers "
+                "REQUIRETLS"
+            )
+        params.append("REQUIRETLS")
+    if dsn is not None and "dsn" not in features:
+        session_log.warning("server does not offer DSN: sending without it")
+        dsn = None
+    if dsn is not None:
+        params += dsn.mail_params()
+    return Envelope(from_addr, recipients, params, rcpt_options, needs_utf8, dsn)
 
 
 def message_envelope(
@@ -297,3 +310,244 @@ def local_name() -> str:
     with contextlib.suppress(socket.gaierror):
         addr = socket.gethostbyname(socket.gethostname())
     return f"[{addr}]"
+
+
+def transaction(
+    session: Session,
+    from_addr: str,
+    to_addrs: str | Sequence[str],
+    msg: Any,
+    mail_options: Sequence[str] = (),
+    rcpt_options: Sequence[str] = (),
+    dsn: DSN | None = None,
+    requiretls: bool = False,
+    *,
+    pipelining: bool = True,
+    chunking: bool = True,
+) -> Steps:
+    """One mail transaction as ``deliver()`` runs it: the envelope checked
+    against the server's extensions, then MAIL, RCPT..., DATA or BDAT.
+
+    Args:
+        pipelining: use PIPELINING when the server offers it.
+        chunking: use BDAT when the server offers CHUNKING.
+
+    Returns:
+        The :class:`~smtpc.engine.TransactionResult`.
+
+    Raises:
+        what :func:`prepare_envelope` raises, before any command is sent.
+    """
+    from .engine.transaction import run_transaction
+    from .sources import open_source
+
+    recipients = [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)
+    source = open_source(msg)
+    envelope = prepare_envelope(
+        session,
+        from_addr,
+        recipients,
+        source,
+        mail_options,
+        rcpt_options,
+        dsn,
+        requiretls,
+    )
+    steps = run_transaction(
+        session,
+        envelope,
+        source.chunks,
+        chunking=chunking,
+        single_chunk=source.single,
+    )
+    features = session.features
+    hidden = None if pipelining else features.pop("pipelining", None)
+    try:
+        result: TransactionResult = yield from steps
+    finally:
+        if hidden is not None:
+            features["pipelining"] = hidden
+    return result
+
+
+def log_transaction(host: str, result: TransactionResult) -> None:
+    """The INFO line for one finished mail transaction."""
+    if session_log.isEnabledFor(logging.INFO):
+        final = result.final.code if result.final else None
+        session_log.info(
+            "%s: final reply %s, %d accepted, %d refused",
+            host,
+            final,
+            len(result.accepted),
+            len(result.refused),
+        )
+
+
+def max_line() -> int:
+    """The longest reply line accepted.
+
+    Programs patch ``smtplib._MAXLINE`` to accept longer reply lines; the
+    same patch on this package is honoured.
+    """
+    import sys
+
+    return int(getattr(sys.modules[__package__], "_MAXLINE", 8192))
+
+
+_wire_log = logging.getLogger("smtpc.wire")
+
+
+class ClientState:
+    """What the blocking and asyncio clients share besides the engine:
+    smtplib's session attributes, debug output and AUTH answer methods.
+
+    A subclass sets ``_session`` (a :class:`~smtpc.engine.Session`).
+    """
+
+    _session: Session
+    debuglevel = 0
+    user: str | None = None
+    password: str | None = None
+    _auth_challenge_count = 0
+
+    # -- state smtplib exposes as attributes ----------------------------------
+
+    @property
+    def esmtp_features(self) -> dict[str, str]:
+        return self._session.features
+
+    @esmtp_features.setter
+    def esmtp_features(self, value: dict[str, str]) -> None:
+        self._session.features = value
+
+    @property
+    def does_esmtp(self) -> bool:
+        return self._session.does_esmtp
+
+    @does_esmtp.setter
+    def does_esmtp(self, value: bool) -> None:
+        self._session.does_esmtp = value
+
+    @property
+    def ehlo_resp(self) -> bytes | None:
+        return self._session.ehlo_resp
+
+    @ehlo_resp.setter
+    def ehlo_resp(self, value: bytes | None) -> None:
+        self._session.ehlo_resp = value
+
+    @property
+    def helo_resp(self) -> bytes | None:
+        return self._session.helo_resp
+
+    @helo_resp.setter
+    def helo_resp(self, value: bytes | None) -> None:
+        self._session.helo_resp = value
+
+    @property
+    def last_reply(self) -> Reply | None:
+        """The last reply received, with its enhanced status code."""
+        return self._session.last_reply
+
+    def has_extn(self, opt: str) -> bool:
+        """Whether the server offers the extension keyword ``opt``."""
+        return opt.lower() in self.esmtp_features
+
+    # -- debug output and the wire log ----------------------------------------
+
+    def set_debuglevel(self, debuglevel: int) -> None:
+        """Print each command and reply to stderr; with 2, with timestamps.
+
+        Credentials are masked, and message content is never printed.
+        """
+        self.debuglevel = debuglevel
+
+    def _print_debug(self, *args: object) -> None:
+        import sys
+
+        if self.debuglevel > 1:
+            import datetime
+
+            now = datetime.datetime.now().time()
+            print(now, *args, file=sys.stderr)
+        else:
+            print(*args, file=sys.stderr)
+
+    def _trace_command(self, line: bytes) -> None:
+        if self.debuglevel > 0:
+            self._print_debug("send:", repr(line + b"\r\n"))
+        if _wire_log.isEnabledFor(logging.DEBUG):
+            _wire_log.debug("> %s", line.decode("utf-8", "replace"))
+
+    def _trace_reply(self, reply: Reply) -> None:
+        if self.debuglevel > 0:
+            code, text = reply.as_tuple()
+            self._print_debug(f"reply: retcode ({code}); Msg: {text!a}")
+        if _wire_log.isEnabledFor(logging.DEBUG):
+            for line in reply.lines:
+                _wire_log.debug("< %d %s", reply.code, line.decode("utf-8", "replace"))
+
+    # -- AUTH answers, as smtplib's methods give them --------------------------
+
+    def _responder(
+        self, authobject: AuthObject
+    ) -> Callable[[bytes | None], bytes | None]:
+        """Adapt an smtplib auth object to the engine's ``respond``, keeping
+        ``_auth_challenge_count`` as smtplib's ``auth_login`` expects."""
+
+        def respond(challenge: bytes | None) -> bytes | None:
+            if challenge is None:
+                answer = authobject()
+                self._auth_challenge_count = 0 if answer is None else 1
+            else:
+                self._auth_challenge_count += 1
+                answer = authobject(challenge)
+            if isinstance(answer, str):
+                return answer.encode("utf-8")
+            return answer
+
+        return respond
+
+    def _auth_steps(
+        self,
+        mechanism: str,
+        authobject: AuthObject,
+        initial_response_ok: bool,
+        max_challenges: int,
+    ) -> Steps:
+        """One AUTH exchange answered by an smtplib auth object."""
+        self._auth_challenge_count = 0
+        respond = self._responder(authobject)
+        return authenticate(
+            self._session, mechanism, respond, initial_response_ok, max_challenges
+        )
+
+    def _login_steps(
+        self, user: str, password: str, initial_response_ok: bool, max_challenges: int
+    ) -> Steps:
+        """``login()``: each mechanism both sides know, strongest first."""
+        self.user, self.password = user, password
+
+        def auth_step(mechanism: str) -> Steps:
+            method = getattr(self, "auth_" + mechanism.lower().replace("-", "_"))
+            return self._auth_steps(
+                mechanism, method, initial_response_ok, max_challenges
+            )
+
+        return login(self._session, mechanisms_for(self._session), auth_step)
+
+    def auth_cram_md5(self, challenge: bytes | None = None) -> str | None:
+        """The CRAM-MD5 answer for ``login()`` credentials."""
+        mech = _auth.CramMD5(self.user or "", self.password or "")
+        answer = mech.respond(challenge)
+        return None if answer is None else answer.decode("utf-8")
+
+    def auth_plain(self, challenge: bytes | None = None) -> str:
+        """The PLAIN response for ``login()`` credentials (RFC 4616)."""
+        return f"\0{self.user}\0{self.password}"
+
+    def auth_login(self, challenge: bytes | None = None) -> str | None:
+        """The LOGIN answers: the user name first, then the password."""
+        if challenge is None or self._auth_challenge_count < 2:
+            return self.user
+        return self.password
