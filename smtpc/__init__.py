@@ -50,6 +50,27 @@ OLDSTYLE_AUTH = re.compile(r"auth=(.*)", re.I)
 logging.getLogger("smtpc").addHandler(logging.NullHandler())
 
 
+# Loaded on first use, so that ``import smtpc`` does not import asyncio.
+_LAZY = {
+    "AsyncSMTP": ("aio", "SMTP"),
+    "AsyncLMTP": ("aio", "LMTP"),
+    "Pool": ("pool", "Pool"),
+    "BulkSender": ("pool", "BulkSender"),
+    "BackgroundSender": ("pool", "BackgroundSender"),
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(f".{module}", __name__), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _fix_eols(data: str) -> str:
     return re.sub(r"(?:\r\n|\n|\r(?!\n))", CRLF, data)
 

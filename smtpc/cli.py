@@ -72,6 +72,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="start a test SMTP server on loopback that stores "
         "what it receives in MAILDIR, and send through it",
     )
+    where.add_argument(
+        "--direct",
+        action="store_true",
+        help="deliver straight to each recipient domain's MX hosts "
+        "(needs smtpc[dns]); no TLS, no AUTH",
+    )
+    send.add_argument(
+        "--dns-server",
+        metavar="ADDR[:PORT]",
+        help="with --direct: the DNS server to ask (default: the system's)",
+    )
+    send.add_argument(
+        "--smtp-port",
+        type=int,
+        default=25,
+        metavar="PORT",
+        help="with --direct: the MX hosts' SMTP port (default 25)",
+    )
     send.add_argument(
         "--tls",
         choices=("none", "starttls", "implicit"),
@@ -117,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="show the session (-vv: every command and reply; credentials are masked)",
     )
+    from ._bulk_cli import add_parser as add_bulk
+
+    add_bulk(commands)
     return parser
 
 
@@ -125,6 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(name)s: %(message)s")
     try:
+        if args.command == "bulk":
+            from ._bulk_cli import run as run_bulk
+
+            return run_bulk(args)
         return _send(args)
     except KeyboardInterrupt:
         return 130
@@ -134,6 +159,8 @@ def _send(args: argparse.Namespace) -> int:
     from . import SMTPException
 
     try:
+        if args.direct:
+            return _send_direct(args)
         with _server(args) as (host, port):
             return _send_all(args, host, port)
     except (SMTPException, OSError, ValueError, RuntimeError) as exc:
@@ -270,6 +297,61 @@ def _send_all(args: argparse.Namespace, host: str, port: int) -> int:
             client.quit()
         except SMTPException:
             client.close()
+    return status
+
+
+def _dns_server(text: str) -> tuple[str, int]:
+    """ADDR, ADDR:PORT or [IPv6]:PORT."""
+    if text.startswith("["):
+        address, _, port = text[1:].partition("]")
+        port = port.removeprefix(":")
+    elif text.count(":") == 1:
+        address, _, port = text.partition(":")
+    else:
+        address, port = text, ""
+    return address, int(port) if port else 53
+
+
+def _send_direct(args: argparse.Namespace) -> int:
+    from .routing import MXResolver, Router, Status
+
+    if args.user or args.tls != "none":
+        raise ValueError("--direct sends without TLS or AUTH")
+    nameserver, dns_port = None, 53
+    if args.dns_server:
+        nameserver, dns_port = _dns_server(args.dns_server)
+    resolver = MXResolver(nameserver, nameserver_port=dns_port)
+    router = Router(resolver, port=args.smtp_port, timeout=args.timeout)
+    status = 0
+    for name in args.messages:
+        with _open(name) as file:
+            from_addr, to_addrs = args.from_addr, args.to
+            if (from_addr is None or not to_addrs) and file.seekable():
+                header_from, header_to = _envelope_from_headers(file)
+                from_addr = from_addr or header_from
+                to_addrs = to_addrs or header_to
+            if from_addr is None or not to_addrs:
+                raise ValueError(f"{name}: give --from and --to, or headers")
+            try:
+                result = router.deliver(from_addr, to_addrs, file)
+            except ImportError as exc:
+                raise RuntimeError(str(exc)) from exc
+        print(f"{name}:")
+        for address, route in result.recipients.items():
+            host, reply = route.host, route.reply
+            if route.error is not None:
+                outcome = str(route.error)
+            elif host is not None:
+                outcome = f"via {host.host} [{host.address}]:{host.port}: {reply}"
+            else:
+                outcome = "no host took the message"
+            print(f"  {address}: {route.status.value} {outcome}")
+            for attempt in route.skipped:
+                print(
+                    f"    skipped {attempt.host} [{attempt.address}]: {attempt.reason}"
+                )
+            if route.status is not Status.DELIVERED:
+                status = 1
     return status
 
 

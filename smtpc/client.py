@@ -17,6 +17,7 @@ import contextlib
 import logging
 import socket
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -176,11 +177,21 @@ class SMTP(operations.ClientState):
     def _read_reply(self) -> Reply:
         session = self._session
         session.emitter.flush()
+        # The timeout bounds the whole reply, so that a server trickling one
+        # octet at a time cannot hold the session longer than a silent one.
+        deadline = None
+        shortened = False
         while (reply := self._next_reply()) is None:
             sock = self.sock
             if sock is None:
                 raise SMTPServerDisconnected("please run connect() first")
             try:
+                timeout = sock.gettimeout()
+                if deadline is None:
+                    deadline = None if timeout is None else time.monotonic() + timeout
+                elif deadline is not None:
+                    sock.settimeout(max(deadline - time.monotonic(), 1e-3))
+                    shortened = True
                 data = sock.recv(_RECV_SIZE)
             except TimeoutError as exc:
                 self._close_socket()
@@ -195,6 +206,8 @@ class SMTP(operations.ClientState):
             except SMTPServerDisconnected:
                 self._close_socket()
                 raise
+        if shortened and self.sock is not None:
+            self.sock.settimeout(self._effective_timeout())
         self._trace_reply(reply)
         return reply
 
@@ -216,8 +229,8 @@ class SMTP(operations.ClientState):
             if hasattr(sock, "sendmsg") and not hasattr(sock, "cipher"):
                 _sendmsg_all(sock, pieces)
             else:
-                for piece in pieces:
-                    sock.sendall(piece)
+                # One TLS record per call: join the pieces first.
+                sock.sendall(b"".join(pieces))
         except TimeoutError as exc:
             self._close_socket()
             raise SMTPTimeoutError("timed out sending to the server") from exc

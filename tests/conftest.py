@@ -5,6 +5,7 @@ import os
 from types import ModuleType
 
 import pytest
+from postfix import *  # noqa: F403 - the private Postfix instance
 from servers import *  # noqa: F403 - fixtures shared by all test files
 
 # --- Core twins ------------------------------------------------------------

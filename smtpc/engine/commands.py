@@ -64,6 +64,18 @@ def encode_path(address: str, smtputf8: bool) -> bytes:
     return path
 
 
+def check_command(line: bytes, limit: int = core.MAX_COMMAND_LINE) -> None:
+    """Refuse a command line the emitter would refuse, without queueing it.
+
+    Raises:
+        ValueError: CR, LF or NUL, or longer than ``limit`` with its CRLF.
+    """
+    verb = line.split(b" ", 1)[0].decode("ascii", "replace")
+    core.check_argument(line, f"{verb} command")
+    if len(line) + 2 > limit:
+        raise ValueError(f"{verb} command longer than {limit} octets")
+
+
 def parse_extensions(lines: Iterable[bytes]) -> dict[str, str]:
     """The extension keywords of an EHLO reply, lower-cased, with parameters.
 

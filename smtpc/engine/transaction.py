@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import SMTPServerDisconnected
-from .commands import DSN, command_limit, encode_path
+from .commands import DSN, check_command, command_limit, encode_path
 from .replies import Reply, ReplyCode
 from .session import DRAIN, READ, Session, State, Steps
 
@@ -176,6 +176,9 @@ def run_transaction(
         line = b" ".join([path] + [p.encode("ascii") for p in params])
         rcpt_lines.append((line, command_limit(params)))
     mail_limit = command_limit(envelope.mail_params)
+    check_command(mail_line, mail_limit)
+    for line, limit in rcpt_lines:
+        check_command(line, limit)
     result.recipients = [RecipientResult(a) for a in envelope.forward_paths]
 
     try:

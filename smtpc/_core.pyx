@@ -1,0 +1,703 @@
+# cython: auto_pickle=False, autotestdict=False, binding=False
+# cython: embedsignature.format=clinic
+"""Compiled core: dot-stuffing, the fixed-buffer emitter, command checks, base64.
+
+``smtpc._core_py`` is its pure-Python twin: same names, same bytes, same
+exceptions. The loops over message content touch no Python objects, and the
+emitter's only Python objects are the memoryviews it hands to the sink.
+"""
+
+from cpython.buffer cimport (
+    PyBUF_READ,
+    PyBUF_SIMPLE,
+    PyBuffer_Release,
+    PyObject_CheckBuffer,
+    PyObject_GetBuffer,
+)
+from cpython.bytes cimport (
+    PyBytes_AS_STRING,
+    PyBytes_Check,
+    PyBytes_CheckExact,
+    PyBytes_FromStringAndSize,
+    PyBytes_GET_SIZE,
+    _PyBytes_Resize,
+)
+from cpython.list cimport PyList_GET_SIZE
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.memoryview cimport PyMemoryView_FromMemory
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_DECREF
+from libc.string cimport memcpy
+
+cdef extern from "Python.h":
+    const Py_ssize_t PY_SSIZE_T_MAX
+    # Raw-pointer forms, so that the result can be shrunk in place.
+    PyObject *_bytes_new "PyBytes_FromStringAndSize" (
+        const char *s, Py_ssize_t n) except NULL
+    char *_bytes_data "PyBytes_AS_STRING" (PyObject *o) noexcept nogil
+
+cdef extern from *:
+    """
+    #ifdef SMTPC_CHECK_INVARIANTS
+    #define SMTPC_INVARIANT(x) \\
+        do { if (!(x)) Py_FatalError("smtpc._core invariant: " #x); } while (0)
+    #else
+    #define SMTPC_INVARIANT(x) ((void)0)
+    #endif
+    """
+    void SMTPC_INVARIANT(bint condition) noexcept nogil
+
+
+DEFAULT_BUFFER_SIZE = _DEFAULT_BUFFER_SIZE
+MIN_BUFFER_SIZE = _MIN_BUFFER_SIZE
+MAX_COMMAND_LINE = _MAX_COMMAND_LINE
+MAX_LOCAL_PART = _MAX_LOCAL_PART
+MAX_DOMAIN = _MAX_DOMAIN
+MAX_PATH = _MAX_PATH
+
+
+cdef int _require_bytes(object value, object what) except -1:
+    if not PyBytes_Check(value):
+        raise TypeError(f"{what} must be bytes, not {type(value).__name__}")
+    return 0
+
+
+cdef int _get_buffer(object data, Py_buffer *view) except -1:
+    if not PyObject_CheckBuffer(data):
+        raise TypeError(
+            f"expected a bytes-like object, not {type(data).__name__}")
+    PyObject_GetBuffer(data, view, PyBUF_SIMPLE)
+    return 0
+
+
+cdef bint _has_line_break(object arg) noexcept:
+    # arg is bytes or a subclass: the callers have checked.
+    cdef const unsigned char *s = <const unsigned char *>PyBytes_AS_STRING(arg)
+    cdef Py_ssize_t i
+    cdef unsigned char c
+
+    for i in range(PyBytes_GET_SIZE(arg)):
+        c = s[i]
+        if c == c'\r' or c == c'\n' or c == 0:
+            return True
+    return False
+
+
+cdef int _check_argument(object arg, object what) except -1:
+    _require_bytes(arg, what)
+    if _has_line_break(arg):
+        raise ValueError(f"{what} contains CR, LF or NUL")
+    return 0
+
+
+def check_argument(arg, what):
+    """Refuse a command argument that could end the command line early.
+
+    Raises ValueError if ``arg`` contains CR, LF or NUL (RFC 5321 §2.3.8),
+    TypeError if it is not bytes.
+    """
+    _check_argument(arg, what)
+
+
+def check_path(address):
+    """Validate a mailbox for MAIL FROM or RCPT TO, given without angle brackets.
+
+    ``b""`` is allowed: it is the null reverse-path. Raises ValueError for CR,
+    LF or NUL, for lengths beyond RFC 5321 §4.5.3.1, and for a control
+    character, space or angle bracket; TypeError if it is not bytes.
+    """
+    cdef const unsigned char *s
+    cdef Py_ssize_t n, i, at = -1
+    cdef unsigned char c
+
+    _check_argument(address, "address")
+    s = <const unsigned char *>PyBytes_AS_STRING(address)
+    n = PyBytes_GET_SIZE(address)
+    if n + 2 > _MAX_PATH:
+        raise ValueError(f"address longer than {_MAX_PATH} octets")
+
+    # The local part ends at the last "@": it may itself hold a quoted "@".
+    for i in range(n - 1, -1, -1):
+        if s[i] == c'@':
+            at = i
+            break
+    if at >= 0:
+        if at > _MAX_LOCAL_PART:
+            raise ValueError(f"local part longer than {_MAX_LOCAL_PART} octets")
+        if n - at - 1 > _MAX_DOMAIN:
+            raise ValueError(f"domain longer than {_MAX_DOMAIN} octets")
+
+    for i in range(n):
+        c = s[i]
+        if c <= c' ' or c == 0x7f or c == c'<' or c == c'>':
+            raise ValueError(
+                "address contains a control character, space or angle bracket")
+
+
+cdef const char *_B64_ALPHABET = (
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+
+
+cdef inline int _b64_value(unsigned char c) noexcept nogil:
+    if c'A' <= c <= c'Z':
+        return c - c'A'
+    if c'a' <= c <= c'z':
+        return c - c'a' + 26
+    if c'0' <= c <= c'9':
+        return c - c'0' + 52
+    if c == c'+':
+        return 62
+    if c == c'/':
+        return 63
+    return -1
+
+
+def b64encode(data):
+    """Encode with the standard alphabet and padding, without a newline.
+
+    RFC 4648 §4. Raises TypeError if ``data`` is not bytes.
+    """
+    cdef const unsigned char *s
+    cdef unsigned char *o
+    cdef Py_ssize_t n, i
+    cdef unsigned int v
+
+    _require_bytes(data, "data")
+    s = <const unsigned char *>PyBytes_AS_STRING(data)
+    n = PyBytes_GET_SIZE(data)
+    if n > PY_SSIZE_T_MAX // 4 * 3 - 2:
+        raise MemoryError()
+    out = PyBytes_FromStringAndSize(NULL, (n + 2) // 3 * 4)
+    o = <unsigned char *>PyBytes_AS_STRING(out)
+
+    for i in range(0, n - 2, 3):
+        v = s[i] << 16 | s[i + 1] << 8 | s[i + 2]
+        o[0] = _B64_ALPHABET[v >> 18]
+        o[1] = _B64_ALPHABET[v >> 12 & 63]
+        o[2] = _B64_ALPHABET[v >> 6 & 63]
+        o[3] = _B64_ALPHABET[v & 63]
+        o += 4
+    i = n - n % 3
+    if i < n:
+        v = s[i] << 16
+        if i + 1 < n:
+            v |= s[i + 1] << 8
+        o[0] = _B64_ALPHABET[v >> 18]
+        o[1] = _B64_ALPHABET[v >> 12 & 63]
+        o[2] = _B64_ALPHABET[v >> 6 & 63] if i + 1 < n else c'='
+        o[3] = c'='
+    return out
+
+
+def b64decode(data):
+    """Decode standard, padded base64, as in an AUTH challenge (RFC 4954 §4).
+
+    Raises ValueError for whitespace, a character outside the alphabet, a
+    length that is not a multiple of 4, or padding anywhere but at the end;
+    TypeError if ``data`` is not bytes.
+    """
+    cdef const unsigned char *s
+    cdef unsigned char *o
+    cdef Py_ssize_t n, i, pad = 0
+    cdef int a, b, c, d
+    cdef bint last
+
+    _require_bytes(data, "data")
+    s = <const unsigned char *>PyBytes_AS_STRING(data)
+    n = PyBytes_GET_SIZE(data)
+    if n % 4:
+        raise ValueError("invalid base64")
+    if n == 0:
+        return b""
+    if s[n - 1] == c'=':
+        pad = 2 if s[n - 2] == c'=' else 1
+    out = PyBytes_FromStringAndSize(NULL, n // 4 * 3 - pad)
+    o = <unsigned char *>PyBytes_AS_STRING(out)
+
+    # The padding of the last quantum stands for zero bits and shortens the
+    # output; an "=" anywhere else is outside the alphabet.
+    for i in range(0, n, 4):
+        last = i + 4 == n
+        a = _b64_value(s[i])
+        b = _b64_value(s[i + 1])
+        c = 0 if last and pad == 2 else _b64_value(s[i + 2])
+        d = 0 if last and pad else _b64_value(s[i + 3])
+        if a < 0 or b < 0 or c < 0 or d < 0:
+            raise ValueError("invalid base64")
+        o[0] = <unsigned char>(a << 2 | b >> 4)
+        if last and pad == 2:
+            break
+        o[1] = <unsigned char>(b << 4 | c >> 2)
+        if last and pad:
+            break
+        o[2] = <unsigned char>(c << 6 | d)
+        o += 3
+    return out
+
+
+# Dot-stuffing (RFC 5321 §4.5.2). The content is read as runs of input that
+# pass unchanged, each followed by something to insert: a "." before a line
+# that begins with one, or CRLF in place of a bare CR or bare LF. An exact CRLF
+# in the input stays inside its run, so CRLF text without leading dots is a
+# single run.
+
+cdef enum:
+    _END = 0    # the run reaches the end of the chunk
+    _DOT = 1    # insert "." after the run
+    _CRLF = 2   # insert CRLF after the run; the bare CR or LF is skipped
+
+
+cdef extern from *:
+    """
+    #if defined(__SSE2__)
+    #include <emmintrin.h>
+    #endif
+
+    /* Index of the first CR or LF in s[i:n], or n. Lines are short, so one
+       pass looking for both beats a memchr() for each. */
+    static inline Py_ssize_t
+    smtpc_find_eol(const unsigned char *s, Py_ssize_t i, Py_ssize_t n)
+    {
+    #if defined(__SSE2__)
+        const __m128i cr = _mm_set1_epi8('\\r');
+        const __m128i lf = _mm_set1_epi8('\\n');
+        for (; i + 16 <= n; i += 16) {
+            __m128i v = _mm_loadu_si128((const __m128i *)(s + i));
+            int hits = _mm_movemask_epi8(_mm_or_si128(
+                _mm_cmpeq_epi8(v, cr), _mm_cmpeq_epi8(v, lf)));
+            if (hits)
+                return i + __builtin_ctz((unsigned int)hits);
+        }
+    #endif
+        while (i < n && s[i] != '\\r' && s[i] != '\\n')
+            i++;
+        return i;
+    }
+    """
+    Py_ssize_t smtpc_find_eol(const unsigned char *s, Py_ssize_t i,
+                              Py_ssize_t n) noexcept nogil
+
+
+cdef struct Scan:
+    const unsigned char *src
+    Py_ssize_t end
+    Py_ssize_t pos       # start of the next run
+    StuffState state     # the encoder's state, held here while a chunk is read
+
+
+cdef inline void _scan_init(Scan *sc, StuffState *state, const void *src,
+                            Py_ssize_t n) noexcept nogil:
+    sc.src = <const unsigned char *>src
+    sc.end = n
+    sc.pos = 0
+    sc.state = state[0]
+
+
+cdef inline int _next_run(Scan *sc, Py_ssize_t *start,
+                          Py_ssize_t *stop) noexcept nogil:
+    cdef const unsigned char *s = sc.src
+    cdef Py_ssize_t n = sc.end
+    cdef Py_ssize_t i = sc.pos
+    cdef Py_ssize_t e
+
+    if i < n and sc.state.skip_lf:
+        # Only a chunk's first byte can meet this flag: the LF that completes
+        # a CRLF whose CR ended the previous chunk was written with it.
+        sc.state.skip_lf = False
+        if s[i] == c'\n':
+            i += 1
+    start[0] = i
+    if i == n:
+        stop[0] = i
+        sc.pos = i
+        return _END
+    if sc.state.at_line_start:
+        sc.state.at_line_start = False
+        if s[i] == c'.':
+            stop[0] = i
+            sc.pos = i
+            return _DOT
+
+    while True:
+        e = smtpc_find_eol(s, i, n)
+        if e == n:
+            stop[0] = n
+            sc.pos = n
+            return _END
+        if s[e] == c'\r' and e + 1 < n and s[e + 1] == c'\n':
+            i = e + 2
+            if i == n:
+                sc.state.at_line_start = True
+                stop[0] = n
+                sc.pos = n
+                return _END
+            if s[i] == c'.':
+                stop[0] = i
+                sc.pos = i
+                return _DOT
+            continue
+        stop[0] = e
+        sc.pos = e + 1
+        sc.state.at_line_start = True
+        sc.state.skip_lf = s[e] == c'\r' and e + 1 == n
+        return _CRLF
+
+
+cdef object _encode(StuffState *st, object data, Py_buffer *view):
+    cdef Scan sc
+    cdef Py_ssize_t a, b, cap = 0, o = 0
+    cdef int code
+    cdef PyObject *raw = NULL
+    cdef char *out
+
+    if view.len == 0:
+        return b""
+    if view.len > PY_SSIZE_T_MAX // 2:
+        raise MemoryError()
+    _scan_init(&sc, st, view.buf, view.len)
+    while True:
+        code = _next_run(&sc, &a, &b)
+        if raw == NULL:
+            if code == _END and b - a == view.len and PyBytes_CheckExact(data):
+                # Nothing to change: share the caller's bytes.
+                st[0] = sc.state
+                return data
+            # Each input octet yields at most two: a bare CR or LF becomes
+            # CRLF, a leading "." becomes "..". Lines of a usual length fit in
+            # a sixteenth more; past that, the result grows once to the worst
+            # case for the rest of the chunk. Reserving the worst case up
+            # front would double the memory touched for large chunks.
+            cap = view.len + view.len // 16 + 16
+            raw = _bytes_new(NULL, cap)
+        if o + (b - a) + 2 > cap:
+            cap = o + 2 * (view.len - a)
+            _PyBytes_Resize(&raw, cap)
+        out = _bytes_data(raw)
+        memcpy(out + o, sc.src + a, <size_t>(b - a))
+        o += b - a
+        if code == _END:
+            break
+        if code == _DOT:
+            out[o] = c'.'
+            o += 1
+        else:
+            out[o] = c'\r'
+            out[o + 1] = c'\n'
+            o += 2
+    st[0] = sc.state
+    SMTPC_INVARIANT(o <= cap)
+
+    # Shrinks in place: the result is not copied.
+    _PyBytes_Resize(&raw, o)
+    result = <object>raw
+    Py_DECREF(result)
+    return result
+
+
+cdef class DataEncoder:
+    """Streaming dot-stuffer for the message content after DATA.
+
+    RFC 5321 §4.5.2: every CRLF, bare LF and bare CR becomes CRLF, and a line
+    that begins with "." gets one more. The output does not depend on how the
+    input is cut into chunks. A CR that ends a chunk is written as CRLF at
+    once; an LF that starts the next chunk is then dropped, as the second half
+    of that line ending.
+    """
+
+    def __cinit__(self):
+        self._state.at_line_start = True
+        self._state.skip_lf = False
+
+    def encode(self, data):
+        """Return the dot-stuffed form of the next chunk of message content.
+
+        Raises TypeError if ``data`` is not a bytes-like object.
+        """
+        cdef Py_buffer view
+
+        _get_buffer(data, &view)
+        try:
+            return _encode(&self._state, data, &view)
+        finally:
+            PyBuffer_Release(&view)
+
+    def finish(self):
+        """Return what ends the message content: CRLF if needed, then ".", CRLF.
+
+        The encoder is reset afterwards, ready for the next message.
+        """
+        end = b".\r\n" if self._state.at_line_start else b"\r\n.\r\n"
+        self.reset()
+        return end
+
+    def reset(self):
+        """Forget the state left by earlier chunks."""
+        self._state.at_line_start = True
+        self._state.skip_lf = False
+
+
+cdef class Emitter:
+    """Output through one fixed buffer to a sink.
+
+    The sink takes a list of bytes or memoryview objects and must send them
+    all, in order, before it returns; it must not keep the memoryviews, which
+    show the buffer's memory and the caller's chunks. Commands stay in the
+    buffer until it is full or flush() is called, so pipelined commands leave
+    in one send.
+
+    In message content, a run of input that needs no change and is at least an
+    eighth of the buffer goes to the sink as a memoryview of the caller's
+    chunk. Shorter runs and the inserted "." and CRLF are copied into the
+    buffer, and go beside those views as views of the buffer, or as small
+    bytes objects when only a few octets lie between two views. A sink call
+    carries at most 64 pieces; write_data() hands every view of a chunk to
+    the sink before it returns.
+
+    Raises ValueError if ``size`` is below MIN_BUFFER_SIZE.
+    """
+
+    def __cinit__(self):
+        # Safe defaults until __init__ has run: a sink call then fails.
+        self._buf = self._inline
+        self._size = _DEFAULT_BUFFER_SIZE
+        self._zero_copy = _DEFAULT_BUFFER_SIZE // 8
+        self._data.at_line_start = True
+
+    def __init__(self, sink, Py_ssize_t size=_DEFAULT_BUFFER_SIZE):
+        cdef char *buf = self._inline
+
+        if size < _MIN_BUFFER_SIZE:
+            raise ValueError(
+                f"buffer size must be at least {_MIN_BUFFER_SIZE} bytes")
+        if size > _DEFAULT_BUFFER_SIZE:
+            buf = <char *>PyMem_Malloc(<size_t>size)
+            if buf == NULL:
+                raise MemoryError()
+        if self._buf != self._inline:
+            PyMem_Free(self._buf)
+        self._buf = buf
+        self._size = size
+        self._sink = sink
+        self._pieces = None
+        self._pos = self._mark = 0
+        # Below this a memoryview costs more than copying the run, and the
+        # copy only fills a small part of the buffer.
+        self._zero_copy = size // 8
+        self._data.at_line_start = True
+        self._data.skip_lf = False
+
+    def __dealloc__(self):
+        if self._buf != self._inline:
+            PyMem_Free(self._buf)
+
+    @property
+    def size(self):
+        """The buffer size in octets."""
+        return self._size
+
+    @property
+    def pending(self):
+        """Octets queued and not yet handed to the sink."""
+        return self._pos
+
+    # The default is MAX_COMMAND_LINE, written out so that inspect can read it.
+    def command(self, *parts, Py_ssize_t limit=512):
+        """Queue the command line made of ``parts`` joined by spaces, and CRLF.
+
+        Every check runs before anything is queued. Error messages name the
+        verb only, never an argument, which may be a credential. Raises
+        ValueError for no parts, CR, LF or NUL in a part, or a line longer than
+        ``limit`` with its CRLF (RFC 5321 §4.5.3.1.4); TypeError for a part
+        that is not bytes.
+        """
+        cdef Py_ssize_t i, n = len(parts)
+
+        if _command_length(parts) > limit:
+            raise ValueError(
+                f"{_command_name(parts)} longer than {limit} octets")
+
+        for i in range(n):
+            if i:
+                self._put(b" ", 1)
+            part = parts[i]
+            self._put(PyBytes_AS_STRING(part), PyBytes_GET_SIZE(part))
+        self._put(b"\r\n", 2)
+
+    def write(self, data):
+        """Queue octets as they are, as for a BDAT chunk (RFC 3030 §2).
+
+        Data that does not fit in the free space goes to the sink at once,
+        behind the buffered octets and in the same call, without being copied.
+        Raises TypeError if ``data`` is not a bytes-like object.
+        """
+        cdef Py_buffer view
+        cdef bint fits
+
+        _get_buffer(data, &view)
+        fits = view.len <= self._size - self._pos
+        if fits:
+            memcpy(self._buf + self._pos, view.buf, <size_t>view.len)
+            self._pos += view.len
+        PyBuffer_Release(&view)
+        if not fits:
+            self._queue_buffered()
+            self._append(data)
+            self._flush()
+
+    def begin_data(self):
+        """Start new message content: reset the dot-stuffing state."""
+        self._data.at_line_start = True
+        self._data.skip_lf = False
+
+    def write_data(self, data):
+        """Queue the next chunk of message content, dot-stuffed.
+
+        RFC 5321 §4.5.2. The emitter keeps no reference to ``data`` once this
+        returns. Raises TypeError if ``data`` is not a bytes-like object.
+        """
+        cdef Py_buffer view
+        cdef Scan sc
+        cdef Py_ssize_t a, b
+        cdef int code
+
+        _get_buffer(data, &view)
+        try:
+            _scan_init(&sc, &self._data, view.buf, view.len)
+            while True:
+                code = _next_run(&sc, &a, &b)
+                if b - a >= self._zero_copy:
+                    self._queue_input(<const char *>sc.src + a, b - a)
+                elif b > a:
+                    self._put(<const char *>sc.src + a, b - a)
+                if code == _END:
+                    break
+                if code == _DOT:
+                    self._put(b".", 1)
+                else:
+                    self._put(b"\r\n", 2)
+            self._data = sc.state
+            # Queued pieces show the caller's chunk: send them before it is
+            # handed back.
+            if self._pieces is not None:
+                self._flush()
+        finally:
+            PyBuffer_Release(&view)
+            if self._pieces is not None:
+                # Only after an error: the queue is incomplete and may show
+                # the chunk.
+                self._pieces = None
+                self._pos = self._mark = 0
+
+    def end_data(self):
+        """Queue the end of the message content: CRLF if needed, ".", CRLF."""
+        if self._data.at_line_start:
+            self._put(b".\r\n", 3)
+        else:
+            self._put(b"\r\n.\r\n", 5)
+        self._data.at_line_start = True
+        self._data.skip_lf = False
+
+    def flush(self):
+        """Hand everything queued to the sink."""
+        self._flush()
+
+    cdef int _put(self, const char *src, Py_ssize_t n) except -1:
+        if n <= self._size - self._pos:
+            memcpy(self._buf + self._pos, src, <size_t>n)
+            self._pos += n
+            return 0
+        return self._put_slow(src, n)
+
+    cdef int _put_slow(self, const char *src, Py_ssize_t n) except -1:
+        # Fills the buffer and sends each time it is full: the buffer never
+        # grows, so a long command leaves in several sink calls.
+        cdef Py_ssize_t k
+
+        while n > 0:
+            if self._pos == self._size:
+                self._flush()
+            k = min(n, self._size - self._pos)
+            memcpy(self._buf + self._pos, src, <size_t>k)
+            self._pos += k
+            src += k
+            n -= k
+        SMTPC_INVARIANT(self._mark <= self._pos <= self._size)
+        return 0
+
+    cdef int _append(self, object piece) except -1:
+        if self._pieces is None:
+            self._pieces = [piece]
+        else:
+            self._pieces.append(piece)
+        return 0
+
+    cdef int _queue_input(self, const char *src, Py_ssize_t n) except -1:
+        # A run of input joins the queue as a view, behind a view of whatever
+        # the buffer gathered since the last piece; _flush() may add one more.
+        if (self._pieces is not None
+                and PyList_GET_SIZE(self._pieces) + 3 > _MAX_PIECES):
+            self._flush()
+        self._queue_buffered()
+        self._append(PyMemoryView_FromMemory(<char *>src, n, PyBUF_READ))
+        return 0
+
+    cdef int _queue_buffered(self) except -1:
+        # The octets gathered since the last piece join the queue. A few
+        # octets, such as the CRLF between two lines of LF text, leave as a
+        # small bytes object, which costs less than a view and frees their
+        # space at once; more leave as a view, and stay untouched until the
+        # sink has been called.
+        cdef Py_ssize_t n = self._pos - self._mark
+        cdef const char *p = self._buf + self._mark
+
+        if n == 0:
+            return 0
+        if n == 2 and p[0] == c'\r' and p[1] == c'\n':
+            self._append(b"\r\n")
+        elif n <= _SMALL_PIECE:
+            self._append(PyBytes_FromStringAndSize(p, n))
+        else:
+            self._append(PyMemoryView_FromMemory(<char *>p, n, PyBUF_READ))
+            self._mark = self._pos
+            return 0
+        self._pos = self._mark
+        return 0
+
+    cdef int _flush(self) except -1:
+        cdef list pieces
+
+        self._queue_buffered()
+        pieces = self._pieces
+        if pieces is None:
+            return 0
+        SMTPC_INVARIANT(PyList_GET_SIZE(pieces) <= _MAX_PIECES)
+
+        # The queue is emptied before the call: once the sink has them, the
+        # octets count as sent even if it raises.
+        self._pieces = None
+        self._pos = self._mark = 0
+        self._sink(pieces)
+        return 0
+
+
+cdef Py_ssize_t _command_length(tuple parts) except -1:
+    # The length of the command line with its CRLF, once every part has
+    # passed check_argument().
+    cdef Py_ssize_t i, n = len(parts)
+    cdef Py_ssize_t length = n + 1
+
+    if n == 0:
+        raise ValueError("empty command")
+    for i in range(n):
+        part = parts[i]
+        if not PyBytes_Check(part):
+            _require_bytes(part, _command_name(parts) if i else "command")
+        if _has_line_break(part):
+            raise ValueError(_command_name(parts) + " contains CR, LF or NUL")
+        length += PyBytes_GET_SIZE(part)
+    return length
+
+
+cdef str _command_name(tuple parts):
+    # Only the verb: an argument may be a credential.
+    return parts[0].split(b" ", 1)[0].decode("ascii", "replace") + " command"

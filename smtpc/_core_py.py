@@ -1,0 +1,315 @@
+"""Pure-Python twin of ``smtpc._core``: same names, same bytes, same exceptions.
+
+This module is the typed source of truth for the core; ``_core.pyi`` mirrors it.
+It works on whole chunks with ``bytes`` methods, so its speed comes from C loops in
+the interpreter rather than from Python-level loops over bytes.
+"""
+
+from __future__ import annotations
+
+import binascii
+from collections.abc import Callable
+
+__all__ = [
+    "DEFAULT_BUFFER_SIZE",
+    "MAX_COMMAND_LINE",
+    "MAX_DOMAIN",
+    "MAX_LOCAL_PART",
+    "MAX_PATH",
+    "MIN_BUFFER_SIZE",
+    "DataEncoder",
+    "Emitter",
+    "b64decode",
+    "b64encode",
+    "check_argument",
+    "check_path",
+]
+
+DEFAULT_BUFFER_SIZE = 256
+MIN_BUFFER_SIZE = 64
+MAX_COMMAND_LINE = 512  # RFC 5321 §4.5.3.1.4, including CRLF
+MAX_LOCAL_PART = 64  # RFC 5321 §4.5.3.1.1
+MAX_DOMAIN = 255  # RFC 5321 §4.5.3.1.2
+MAX_PATH = 256  # RFC 5321 §4.5.3.1.3, including the angle brackets
+
+_Sink = Callable[[list[bytes | memoryview]], object]
+
+# Octets a path may not contain: controls, space, DEL and the angle brackets that
+# delimit it (RFC 5321 §4.1.2).
+_PATH_FORBIDDEN = bytes(range(0x21)) + b"<>\x7f"
+
+
+def _require_bytes(value: object, what: str) -> None:
+    if not isinstance(value, bytes):
+        raise TypeError(f"{what} must be bytes, not {type(value).__name__}")
+
+
+def _byte_view(data: bytes | bytearray | memoryview) -> memoryview:
+    try:
+        view = memoryview(data)
+    except TypeError:
+        raise TypeError(
+            f"expected a bytes-like object, not {type(data).__name__}"
+        ) from None
+    return view.cast("B")
+
+
+def _as_bytes(data: bytes | bytearray | memoryview) -> bytes:
+    return data if isinstance(data, bytes) else _byte_view(data).tobytes()
+
+
+def check_argument(arg: bytes, what: str) -> None:
+    """Refuse a command argument that could end the command line early.
+
+    Args:
+        arg: the argument as it will be sent.
+        what: names the argument in the error message.
+
+    Raises:
+        ValueError: ``arg`` contains CR, LF or NUL (RFC 5321 §2.3.8).
+        TypeError: ``arg`` is not bytes.
+    """
+    _require_bytes(arg, what)
+    if b"\r" in arg or b"\n" in arg or b"\0" in arg:
+        raise ValueError(f"{what} contains CR, LF or NUL")
+
+
+def check_path(address: bytes) -> None:
+    """Validate a mailbox for MAIL FROM or RCPT TO, given without angle brackets.
+
+    ``b""`` is allowed: it is the null reverse-path. The local part is what comes
+    before the last ``@``.
+
+    Raises:
+        ValueError: CR, LF or NUL; longer than RFC 5321 §4.5.3.1 allows; or a
+            control character, space or angle bracket.
+        TypeError: ``address`` is not bytes.
+    """
+    check_argument(address, "address")
+    if len(address) + 2 > MAX_PATH:
+        raise ValueError(f"address longer than {MAX_PATH} octets")
+    at = address.rfind(b"@")
+    if at >= 0:
+        if at > MAX_LOCAL_PART:
+            raise ValueError(f"local part longer than {MAX_LOCAL_PART} octets")
+        if len(address) - at - 1 > MAX_DOMAIN:
+            raise ValueError(f"domain longer than {MAX_DOMAIN} octets")
+    if len(address.translate(None, _PATH_FORBIDDEN)) != len(address):
+        raise ValueError("address contains a control character, space or angle bracket")
+
+
+def b64encode(data: bytes) -> bytes:
+    """Encode with the standard alphabet and padding, without a newline (RFC 4648 §4).
+
+    Raises:
+        TypeError: ``data`` is not bytes.
+    """
+    _require_bytes(data, "data")
+    return binascii.b2a_base64(data, newline=False)
+
+
+def b64decode(data: bytes) -> bytes:
+    """Decode standard, padded base64, as in an AUTH challenge (RFC 4954 §4).
+
+    Raises:
+        ValueError: whitespace, a character outside the alphabet, a length that is
+            not a multiple of 4, or padding anywhere but at the end.
+        TypeError: ``data`` is not bytes.
+    """
+    _require_bytes(data, "data")
+    # binascii's strict mode still accepts padding after a complete quantum.
+    if len(data) % 4 or b"=" in data[:-2]:
+        raise ValueError("invalid base64")
+    try:
+        return binascii.a2b_base64(data, strict_mode=True)
+    except binascii.Error:
+        raise ValueError("invalid base64") from None
+
+
+def _stuff_lines(chunk: bytes) -> bytes:
+    # Every line ending becomes CRLF, and a line after one that begins with "."
+    # gets one more; the chunk's first line is left to the caller.
+    if b"\r" in chunk:
+        crlf = chunk.count(b"\r\n")
+        if crlf == chunk.count(b"\r") == chunk.count(b"\n"):
+            return chunk.replace(b"\r\n.", b"\r\n..")
+        chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    return chunk.replace(b"\n.", b"\n..").replace(b"\n", b"\r\n")
+
+
+class DataEncoder:
+    """Streaming dot-stuffer for the message content after DATA (RFC 5321 §4.5.2).
+
+    Every CRLF, bare LF and bare CR becomes CRLF, and a line that begins with "."
+    gets one more. The output does not depend on how the input is cut into chunks.
+    A CR that ends a chunk is written as CRLF at once; an LF that starts the next
+    chunk is then dropped, as the second half of that line ending.
+    """
+
+    __slots__ = ("_at_line_start", "_skip_lf")
+
+    def __init__(self) -> None:
+        self._at_line_start = True
+        self._skip_lf = False
+
+    def encode(self, data: bytes | bytearray | memoryview) -> bytes:
+        """Return the dot-stuffed form of the next chunk of message content.
+
+        Raises:
+            TypeError: ``data`` is not a bytes-like object.
+        """
+        chunk = _as_bytes(data)
+        if self._skip_lf and chunk:
+            self._skip_lf = False
+            if chunk[0] == 0x0A:
+                chunk = chunk[1:]
+        if not chunk:
+            return b""
+
+        last = chunk[-1]
+        stuff_first = self._at_line_start and chunk[0] == 0x2E
+        chunk = _stuff_lines(chunk)
+
+        self._at_line_start = last in (0x0A, 0x0D)
+        self._skip_lf = last == 0x0D
+        return b"." + chunk if stuff_first else chunk
+
+    def finish(self) -> bytes:
+        """Return what ends the message content: CRLF if needed, then ".", CRLF.
+
+        The encoder is reset afterwards, ready for the next message.
+        """
+        end = b".\r\n" if self._at_line_start else b"\r\n.\r\n"
+        self.reset()
+        return end
+
+    def reset(self) -> None:
+        """Forget the state left by earlier chunks."""
+        self._at_line_start = True
+        self._skip_lf = False
+
+
+class Emitter:
+    """Output through one fixed buffer to a sink.
+
+    The sink takes a list of bytes or memoryview objects and must send them all, in
+    order, before it returns; it must not keep the memoryviews, which show the
+    buffer's memory. Commands stay in the buffer until it is full or ``flush()`` is
+    called, so pipelined commands leave in one send.
+
+    This twin dot-stuffs each chunk with ``DataEncoder.encode`` and queues the
+    result with ``write()``: the sink sees the same bytes as from the compiled
+    core, cut into different calls.
+
+    Args:
+        sink: called with the queued pieces, in order.
+        size: buffer size in octets.
+
+    Raises:
+        ValueError: ``size`` is below ``MIN_BUFFER_SIZE``.
+    """
+
+    __slots__ = ("_buf", "_encoder", "_pos", "_sink")
+
+    def __init__(self, sink: _Sink, size: int = DEFAULT_BUFFER_SIZE) -> None:
+        if size < MIN_BUFFER_SIZE:
+            raise ValueError(f"buffer size must be at least {MIN_BUFFER_SIZE} bytes")
+        self._sink = sink
+        self._buf = bytearray(size)
+        self._pos = 0
+        self._encoder = DataEncoder()
+
+    @property
+    def size(self) -> int:
+        """The buffer size in octets."""
+        return len(self._buf)
+
+    @property
+    def pending(self) -> int:
+        """Octets queued and not yet handed to the sink."""
+        return self._pos
+
+    def command(self, *parts: bytes, limit: int = MAX_COMMAND_LINE) -> None:
+        """Queue the command line made of ``parts`` joined by spaces, and CRLF.
+
+        Every check runs before anything is queued. Error messages name the verb
+        only, never an argument, which may be a credential.
+
+        Raises:
+            ValueError: no parts; a part contains CR, LF or NUL; or the line with
+                its CRLF is longer than ``limit`` (RFC 5321 §4.5.3.1.4).
+            TypeError: a part is not bytes.
+        """
+        if not parts:
+            raise ValueError("empty command")
+        _require_bytes(parts[0], "command")
+        what = parts[0].split(b" ", 1)[0].decode("ascii", "replace") + " command"
+        length = len(parts) + 1
+        for part in parts:
+            check_argument(part, what)
+            length += len(part)
+        if length > limit:
+            raise ValueError(f"{what} longer than {limit} octets")
+
+        self._copy(b" ".join(parts) + b"\r\n")
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue octets as they are, as for a BDAT chunk (RFC 3030 §2).
+
+        Data that does not fit in the free space goes to the sink at once, behind
+        the buffered octets and in the same call, without being copied.
+
+        Raises:
+            TypeError: ``data`` is not a bytes-like object.
+        """
+        view = _byte_view(data)
+        n = len(view)
+        if n <= len(self._buf) - self._pos:
+            self._buf[self._pos : self._pos + n] = view
+            self._pos += n
+            return
+        pieces: list[bytes | memoryview] = [view]
+        if self._pos:
+            pieces.insert(0, memoryview(self._buf)[: self._pos])
+        self._pos = 0
+        self._sink(pieces)
+
+    def begin_data(self) -> None:
+        """Start new message content: reset the dot-stuffing state."""
+        self._encoder.reset()
+
+    def write_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue the next chunk of message content, dot-stuffed (RFC 5321 §4.5.2).
+
+        The emitter keeps no reference to ``data`` once this returns.
+
+        Raises:
+            TypeError: ``data`` is not a bytes-like object.
+        """
+        encoded = self._encoder.encode(data)
+        if encoded:
+            self.write(encoded)
+
+    def end_data(self) -> None:
+        """Queue the end of the message content: CRLF if needed, then ".", CRLF."""
+        self._copy(self._encoder.finish())
+
+    def flush(self) -> None:
+        """Hand everything queued to the sink."""
+        if self._pos:
+            view = memoryview(self._buf)[: self._pos]
+            self._pos = 0
+            self._sink([view])
+
+    def _copy(self, data: bytes) -> None:
+        # Copies through the buffer and sends each time it fills: the buffer
+        # never grows, so a long command leaves in several sink calls.
+        size = len(self._buf)
+        done = 0
+        while done < len(data):
+            if self._pos == size:
+                self.flush()
+            n = min(len(data) - done, size - self._pos)
+            self._buf[self._pos : self._pos + n] = data[done : done + n]
+            self._pos += n
+            done += n

@@ -1,0 +1,453 @@
+"""Pool and bulk sender against aiosmtpd servers on loopback that refuse,
+defer then accept, or drop the session in the middle of a transaction.
+
+Every test checks both sides: each recipient appears in the results exactly
+once, and the server received each accepted message exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import io
+import re
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from servers import RecordingHandler, SMTPServer
+
+import smtpc
+from smtpc.pool import BulkMessage, BulkSender, MessageResult, Outcome, Pool
+
+SENDER = "sender@example.com"
+
+
+def content(message_id: str, size: int = 1) -> bytes:
+    body = b"line of text\r\n" * size
+    return f"Message-ID: <{message_id}>\r\nSubject: bulk\r\n\r\n".encode() + body
+
+
+@dataclass
+class FlakyHandler(RecordingHandler):
+    """RecordingHandler that also defers and drops on demand.
+
+    ``defer_rcpt``: address substring -> how many 451 replies before 250.
+    ``defer_data``: message ids whose content gets one 451 first.
+    ``drop_data``: message ids whose first content is answered by closing
+    the connection without a reply.
+    """
+
+    defer_rcpt: dict[str, int] = field(default_factory=dict)
+    defer_data: set[str] = field(default_factory=set)
+    drop_data: set[str] = field(default_factory=set)
+    sessions: int = 0
+    noops: int = 0
+    active: int = 0
+    most_active: int = 0
+    _deferred: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    async def handle_EHLO(
+        self,
+        server: Any,
+        session: Any,
+        envelope: Any,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        self.sessions += 1
+        return await super().handle_EHLO(server, session, envelope, hostname, responses)
+
+    async def handle_NOOP(
+        self, server: Any, session: Any, envelope: Any, arg: str
+    ) -> str:
+        self.noops += 1
+        return "250 OK"
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        for key, times in self.defer_rcpt.items():
+            if key in address and self._deferred[address] < times:
+                self._deferred[address] += 1
+                return "451 4.2.0 Mailbox busy, try later"
+        return await super().handle_RCPT(server, session, envelope, address, options)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        message_id = _message_id(envelope.original_content)
+        if message_id in self.drop_data:
+            self.drop_data.discard(message_id)
+            server.transport.abort()
+            return "250 never sent"
+        if message_id in self.defer_data:
+            self.defer_data.discard(message_id)
+            return "451 4.3.0 Try the message content again"
+        return await super().handle_DATA(server, session, envelope)
+
+    def delivered(self) -> collections.Counter[tuple[str, str]]:
+        """(message id, forward-path) -> times the server accepted it."""
+        return collections.Counter(
+            (_message_id(e.original_content), rcpt)
+            for e in self.envelopes
+            for rcpt in e.rcpt_tos
+        )
+
+
+def _message_id(data: bytes) -> str:
+    match = re.search(rb"Message-ID: <([^>]+)>", data)
+    assert match is not None
+    return match[1].decode()
+
+
+@pytest.fixture
+def flaky(smtp_server: Callable[..., SMTPServer]) -> Callable[..., SMTPServer]:
+    def start(**options: Any) -> SMTPServer:
+        return smtp_server(handler=FlakyHandler(**options))
+
+    return start
+
+
+async def collect(
+    server: SMTPServer,
+    messages: Any,
+    *,
+    size: int = 3,
+    max_attempts: int = 3,
+    **pool_options: Any,
+) -> list[MessageResult]:
+    async with Pool(
+        server.host, server.port, size=size, timeout=5, **pool_options
+    ) as pool:
+        sender = BulkSender(pool, max_attempts=max_attempts, backoff=0.01)
+        return [result async for result in sender.send(messages)]
+
+
+def outcomes(results: list[MessageResult]) -> dict[tuple[str, str], Outcome]:
+    seen: dict[tuple[str, str], Outcome] = {}
+    for result in results:
+        for r in result.recipients:
+            key = (str(result.id), r.address)
+            assert key not in seen, f"{key} reported twice"
+            seen[key] = r.outcome
+    return seen
+
+
+def test_every_recipient_once_and_each_accepted_message_once(flaky: Any) -> None:
+    server = flaky(
+        defer_rcpt={"flaky": 2},
+        defer_data={"m3"},
+        drop_data={"m5", "m8"},
+    )
+    to = ["ok@example.org", "refuse@example.org", "flaky@example.org"]
+    messages = [
+        BulkMessage(SENDER, to + ["defer@example.net"], content(f"m{i}"), f"m{i}")
+        for i in range(12)
+    ]
+    results = asyncio.run(collect(server, messages, max_attempts=4))
+
+    seen = outcomes(results)
+    assert len(results) == 12
+    assert len(seen) == 12 * 4
+    for i in range(12):
+        assert seen[(f"m{i}", "ok@example.org")] is Outcome.DELIVERED
+        assert seen[(f"m{i}", "flaky@example.org")] is Outcome.DELIVERED
+        assert seen[(f"m{i}", "refuse@example.org")] is Outcome.REFUSED
+        assert seen[(f"m{i}", "defer@example.net")] is Outcome.DEFERRED
+    delivered = server.handler.delivered()
+    assert set(delivered.values()) == {1}
+    assert set(delivered) == {
+        (f"m{i}", a) for i in range(12) for a in ("ok@example.org", "flaky@example.org")
+    }
+
+
+def test_replies_and_attempts(flaky: Any) -> None:
+    server = flaky()
+    to = ["ok@example.org", "refuse@example.org", "defer@example.net"]
+    [result] = asyncio.run(collect(server, [(SENDER, to, content("r1"), "r1")]))
+    ok, refused, deferred = result.recipients
+    assert (ok.outcome, ok.reply.code) == (Outcome.DELIVERED, 250)
+    assert (refused.outcome, refused.reply.code) == (Outcome.REFUSED, 550)
+    assert refused.reply.enhanced == "5.1.1"
+    assert (deferred.outcome, deferred.reply.code) == (Outcome.DEFERRED, 451)
+    assert deferred.reply.enhanced == "4.3.0"
+    assert result.attempts == 3
+
+
+def test_retry_carries_only_pending_recipients(flaky: Any) -> None:
+    server = flaky(defer_rcpt={"flaky": 1})
+    to = ["ok@example.org", "flaky@example.org"]
+    [result] = asyncio.run(collect(server, [(SENDER, to, content("p1"), "p1")]))
+    assert result.delivered == to
+    assert result.attempts == 2
+    assert [e.rcpt_tos for e in server.envelopes] == [
+        ["ok@example.org"],
+        ["flaky@example.org"],
+    ]
+
+
+def test_file_content_is_rewound_for_a_retry(flaky: Any, tmp_path: Any) -> None:
+    server = flaky(defer_data={"f1", "f2"})
+    data = content("f1", size=5000)
+    path = tmp_path / "f2.eml"
+    path.write_bytes(content("f2", size=10))
+    messages = [
+        (SENDER, "a@example.org", io.BytesIO(data), "f1"),
+        (SENDER, "b@example.org", path, "f2"),
+    ]
+    results = asyncio.run(collect(server, messages))
+    assert sorted(r.delivered[0] for r in results) == ["a@example.org", "b@example.org"]
+    stored = {_message_id(e.original_content): e for e in server.envelopes}
+    assert stored["f1"].original_content == data
+    assert stored["f2"].original_content == path.read_bytes()
+
+
+def test_one_shot_content_is_deferred_not_resent(flaky: Any) -> None:
+    server = flaky(defer_data={"once"})
+    chunks = iter([content("once")])
+    [result] = asyncio.run(collect(server, [(SENDER, "a@example.org", chunks, "once")]))
+    [recipient] = result.recipients
+    assert recipient.outcome is Outcome.DEFERRED
+    assert recipient.reply is not None and recipient.reply.code == 451
+    assert "cannot be read again" in (recipient.error or "")
+    assert server.envelopes == []
+
+
+def test_refused_sender_and_bad_address_are_final(flaky: Any) -> None:
+    server = flaky()
+    messages = [
+        ("refuse@example.com", ["a@example.org"], content("s1"), "s1"),
+        (SENDER, ["bad\r\naddress@example.org"], content("s2"), "s2"),
+    ]
+    results = {r.id: r for r in asyncio.run(collect(server, messages))}
+    assert results["s1"].recipients[0].reply.code == 552
+    assert results["s1"].attempts == 1
+    assert results["s2"].refused == ["bad\r\naddress@example.org"]
+    assert "ValueError" in (results["s2"].recipients[0].error or "")
+    assert server.envelopes == []
+
+
+def test_pool_bounds_and_reuses_sessions(flaky: Any) -> None:
+    server = flaky()
+    messages = [
+        (SENDER, f"r{i}@example.org", content(f"b{i}"), f"b{i}") for i in range(30)
+    ]
+    results = asyncio.run(collect(server, messages, size=3))
+    assert all(r.delivered for r in results)
+    assert 1 <= server.handler.sessions <= 3
+    assert len(server.envelopes) == 30
+
+
+def test_pool_ends_a_session_after_max_messages(flaky: Any) -> None:
+    server = flaky()
+    messages = [
+        (SENDER, f"r{i}@example.org", content(f"x{i}"), f"x{i}") for i in range(10)
+    ]
+    results = asyncio.run(collect(server, messages, size=1, max_messages=4))
+    assert all(r.delivered for r in results)
+    assert server.handler.sessions == 3
+
+
+def test_pool_checks_idle_sessions_with_noop(flaky: Any) -> None:
+    server = flaky()
+
+    async def main() -> tuple[int, int]:
+        async with Pool(server.host, server.port, size=1, idle_check=0.0) as pool:
+            for i in range(3):
+                async with pool.session() as client:
+                    await client.sendmail(SENDER, "a@example.org", content(f"n{i}"))
+                await asyncio.sleep(0.01)
+            return pool.open_sessions, server.handler.noops
+
+    assert asyncio.run(main()) == (1, 2)
+    assert server.handler.sessions == 1
+
+
+def test_pool_reopens_after_the_server_closes(flaky: Any) -> None:
+    server = flaky(drop_data={"d0"})
+
+    async def main() -> list[Any]:
+        async with Pool(server.host, server.port, size=1) as pool:
+            replies = []
+            for i in range(2):
+                async with pool.session() as client:
+                    try:
+                        result = await client.deliver(
+                            SENDER, "a@example.org", content(f"d{i}")
+                        )
+                        replies.append(result.final.code)
+                    except smtpc.SMTPServerDisconnected:
+                        replies.append("lost")
+            return replies
+
+    assert asyncio.run(main()) == ["lost", 250]
+    assert server.handler.sessions == 2
+
+
+def test_pool_refuses_bad_settings() -> None:
+    with pytest.raises(ValueError):
+        Pool("127.0.0.1", size=0)
+    with pytest.raises(ValueError):
+        Pool("127.0.0.1", use_tls=True, starttls=True)
+    with pytest.raises(ValueError):
+        Pool("127.0.0.1", user="u")
+
+
+def test_pool_with_starttls_and_auth(
+    smtp_server: Callable[..., SMTPServer], client_tls_context: Any
+) -> None:
+    server = smtp_server(auth=True, starttls=True)
+    from servers import AUTH_PASSWORD, AUTH_USER
+
+    async def main() -> list[MessageResult]:
+        pool = Pool(
+            server.host,
+            server.port,
+            size=2,
+            starttls=True,
+            tls_context=client_tls_context,
+            user=AUTH_USER,
+            password=AUTH_PASSWORD,
+        )
+        async with pool:
+            sender = BulkSender(pool)
+            items = [
+                (SENDER, "a@example.org", content(f"t{i}"), f"t{i}") for i in range(4)
+            ]
+            return [r async for r in sender.send(items)]
+
+    results = asyncio.run(main())
+    assert all(r.delivered == ["a@example.org"] for r in results)
+    assert 1 <= len(server.handler.logins) <= 2
+
+
+def test_unreachable_server_defers_every_recipient() -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = SMTPServer("127.0.0.1", port, FlakyHandler(), None)  # type: ignore[arg-type]
+    results = asyncio.run(collect(server, [(SENDER, "a@example.org", b"x", "u1")]))
+    [recipient] = results[0].recipients
+    assert recipient.outcome is Outcome.DEFERRED
+    assert "ConnectionRefusedError" in (recipient.error or "")
+    assert results[0].attempts == 3
+
+
+def test_reads_at_most_twice_the_pool_size_ahead(flaky: Any) -> None:
+    server = flaky()
+    read = 0
+
+    def messages() -> Iterator[tuple[Any, ...]]:
+        nonlocal read
+        for i in range(40):
+            read += 1
+            yield (SENDER, f"r{i}@example.org", content(f"w{i}"), f"w{i}")
+
+    async def main() -> int:
+        ahead = 0
+        taken = 0
+        async with Pool(server.host, server.port, size=2) as pool:
+            async for _ in BulkSender(pool).send(messages()):
+                taken += 1
+                ahead = max(ahead, read - taken)
+                await asyncio.sleep(0.005)  # a slow consumer
+        return ahead
+
+    ahead = asyncio.run(main())
+    assert ahead <= 2 * 2 + 1
+    assert len(server.envelopes) == 40
+
+
+def test_async_iterable_input(flaky: Any) -> None:
+    server = flaky()
+
+    async def messages() -> AsyncIterator[BulkMessage]:
+        for i in range(5):
+            await asyncio.sleep(0)
+            yield BulkMessage(SENDER, [f"r{i}@example.org"], content(f"a{i}"), f"a{i}")
+
+    results = asyncio.run(collect(server, messages()))
+    assert sorted(r.id for r in results) == [f"a{i}" for i in range(5)]
+
+
+def test_bad_item_raises_after_earlier_results(flaky: Any) -> None:
+    server = flaky()
+    items: list[Any] = [(SENDER, "a@example.org", content("g1"), "g1"), "not a message"]
+
+    async def main() -> list[MessageResult]:
+        got: list[MessageResult] = []
+        async with Pool(server.host, server.port) as pool:
+            with pytest.raises(TypeError):
+                async for result in BulkSender(pool).send(items):
+                    got.append(result)
+        return got
+
+    assert [r.id for r in asyncio.run(main())] == ["g1"]
+
+
+def test_stop_gives_a_result_for_every_message_read(flaky: Any) -> None:
+    server = flaky(defer_rcpt={"slow": 100})
+
+    async def main() -> tuple[list[MessageResult], int]:
+        read = 0
+
+        def messages() -> Iterator[tuple[Any, ...]]:
+            nonlocal read
+            for i in range(100):
+                read += 1
+                to = ["slow@example.org", f"r{i}@example.org"]
+                yield (SENDER, to, content(f"s{i}"), f"s{i}")
+
+        got = []
+        async with Pool(server.host, server.port, size=2) as pool:
+            sender = BulkSender(pool, max_attempts=50, backoff=0.05)
+            asyncio.get_running_loop().call_later(0.3, sender.stop)
+            async for result in sender.send(messages()):
+                got.append(result)
+        return got, read
+
+    results, read = asyncio.run(main())
+    assert len(results) < 100
+    seen = outcomes(results)
+    for result in results:
+        assert (
+            seen[(str(result.id), f"r{result.id[1:]}@example.org")] is Outcome.DELIVERED
+        )
+        slow = result.recipients[0]
+        assert slow.outcome is Outcome.DEFERRED
+        assert slow.reply is not None and slow.reply.code == 451
+    delivered = server.handler.delivered()
+    assert set(delivered.values()) == {1}
+    assert {k for k, v in seen.items() if v is Outcome.DELIVERED} == set(delivered)
+
+
+def test_background_sender_from_threads(flaky: Any) -> None:
+    server = flaky(defer_rcpt={"flaky": 1})
+    futures: list[concurrent.futures.Future[MessageResult]] = []
+    lock = threading.Lock()
+
+    with smtpc.BackgroundSender(server.host, server.port, size=2, backoff=0.01) as bg:
+
+        def work(t: int) -> None:
+            for i in range(5):
+                to = [f"t{t}@example.org", "flaky@example.org"]
+                future = bg.submit(SENDER, to, content(f"bg{t}-{i}"), f"bg{t}-{i}")
+                with lock:
+                    futures.append(future)
+
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        results = [f.result(10) for f in futures]
+
+    assert len(results) == 15
+    assert all(len(r.delivered) == 2 for r in results)
+    assert set(server.handler.delivered().values()) == {1}
+    with pytest.raises(RuntimeError):
+        bg.submit(SENDER, "a@example.org", b"x")
