@@ -451,3 +451,37 @@ def test_background_sender_from_threads(flaky: Any) -> None:
     assert set(server.handler.delivered().values()) == {1}
     with pytest.raises(RuntimeError):
         bg.submit(SENDER, "a@example.org", b"x")
+
+
+@dataclass
+class StallingHandler(RecordingHandler):
+    """Takes 5 seconds to answer the message content."""
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        await asyncio.sleep(5)
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_stop_now_abandons_transactions_under_way(
+    smtp_server: Callable[..., SMTPServer],
+) -> None:
+    server = smtp_server(handler=StallingHandler())
+    messages = [
+        (SENDER, f"r{i}@example.org", content(f"z{i}"), f"z{i}") for i in range(6)
+    ]
+
+    async def main() -> tuple[list[MessageResult], float]:
+        started = asyncio.get_running_loop().time()
+        async with Pool(server.host, server.port, size=2, timeout=10) as pool:
+            sender = BulkSender(pool)
+            asyncio.get_running_loop().call_later(0.3, lambda: sender.stop(now=True))
+            got = [r async for r in sender.send(messages)]
+        return got, asyncio.get_running_loop().time() - started
+
+    results, elapsed = asyncio.run(main())
+    assert elapsed < 3
+    assert 2 <= len(results) <= 4
+    for result in results:
+        [recipient] = result.recipients
+        assert recipient.outcome is Outcome.DEFERRED
+        assert recipient.error in ("stopped during the transaction", "stopped")
