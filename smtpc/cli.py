@@ -219,6 +219,7 @@ def _is_loopback(host: str) -> bool:
 def _connect(args: argparse.Namespace, host: str, port: int) -> Any:
     from . import SMTP, SMTP_SSL
 
+    client: SMTP
     if args.tls == "implicit":
         client = SMTP_SSL(host, port, timeout=args.timeout, context=_tls_context(args))
     else:

@@ -271,7 +271,12 @@ class SMTP(operations.ClientState):
             raise ValueError("Non-blocking socket (timeout=0) is not supported")
         if self.debuglevel > 0:
             self._print_debug("connect: to", (host, port), self.source_address)
-        return socket.create_connection((host, port), timeout, self.source_address)
+        sock = socket.create_connection((host, port), timeout, self.source_address)
+        # The end of the message content follows it in a short write of its
+        # own; with Nagle's algorithm that write waits for the server's
+        # delayed ACK, about 40 ms a message. asyncio sets this option too.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
 
     def connect(
         self,

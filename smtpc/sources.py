@@ -40,16 +40,21 @@ def from_bytes(data: Chunk) -> Source:
     view = memoryview(data)
     if view.ndim != 1 or view.itemsize != 1:
         view = view.cast("B")
-    return Source((data,), view.nbytes, not _is_ascii(data), True)
+    text = data if isinstance(data, bytes | bytearray) else view.tobytes()
+    return Source((data,), transmitted_size(text), not text.isascii(), True)
 
 
-def _is_ascii(data: Chunk) -> bool:
-    if isinstance(data, memoryview):
-        return data.tobytes().isascii()
-    return data.isascii()
+def transmitted_size(data: bytes | bytearray) -> int:
+    """Octets of ``data`` as sent: every line ending a CRLF, the last line
+    ended, dots not counted (RFC 1870 §4)."""
+    crlf = data.count(b"\r\n")
+    size = len(data) + (data.count(b"\n") - crlf) + (data.count(b"\r") - crlf)
+    if data and not data.endswith((b"\n", b"\r")):
+        size += 2
+    return size
 
 
-def _read_file(file: Any, size: int) -> Iterator[bytes]:
+def _read_file(file: Any, size: int) -> Iterator[Chunk]:
     read = file.read
     while chunk := read(size):
         if not isinstance(chunk, bytes | bytearray):

@@ -271,14 +271,6 @@ def test_message_over_the_size_limit_is_refused_before_mail(
     assert postfix_server.messages("alice", token) == []
 
 
-SIZE_COUNTS_RAW_OCTETS = pytest.mark.xfail(
-    strict=True,
-    reason="SIZE= and the local limit check count a bare LF as one octet, not as"
-    " the CRLF sent (RFC 1870 §4 counts CRLF pairs)",
-)
-
-
-@SIZE_COUNTS_RAW_OCTETS
 def test_size_declared_counts_the_crlf_sent_for_bare_lf(
     postfix_server: PostfixServer, wire: pytest.LogCaptureFixture
 ) -> None:
@@ -290,7 +282,6 @@ def test_size_declared_counts_the_crlf_sent_for_bare_lf(
     assert f"SIZE={on_the_wire}" in transaction(wire)[0].split()
 
 
-@SIZE_COUNTS_RAW_OCTETS
 def test_bare_lf_message_over_the_limit_after_crlf_is_refused_before_mail(
     postfix_server: PostfixServer, wire: pytest.LogCaptureFixture
 ) -> None:

@@ -207,7 +207,7 @@ def run_transaction(
                 result.data = yield READ
             if session.state is State.CLOSED:
                 return result
-        if result.mail.code != ReplyCode.COMPLETED:
+        if result.mail is None or result.mail.code != ReplyCode.COMPLETED:
             return (yield from _abandon(session, result))
         if not any(
             r.reply is not None and r.reply.code in (250, 251)
