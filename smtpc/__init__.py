@@ -36,6 +36,7 @@ from .errors import (
     SMTPResponseException,
     SMTPSenderRefused,
     SMTPServerDisconnected,
+    SMTPServerProofError,
     SMTPTimeoutError,
     SMTPTransactionError,
 )
@@ -106,6 +107,7 @@ __all__ = [
     "SMTPResponseException",
     "SMTPSenderRefused",
     "SMTPServerDisconnected",
+    "SMTPServerProofError",
     "SMTPTimeoutError",
     "SMTPTransactionError",
     "SMTP_PORT",

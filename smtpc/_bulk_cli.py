@@ -424,7 +424,8 @@ async def _send(
 
 
 def _pool(args: argparse.Namespace) -> Any:
-    from .cli import _is_loopback, _password, _tls_context
+    from .cli import _password, _tls_context
+    from .tls import is_loopback
     from .pool import Pool
 
     host, _, port = (args.server or "localhost:25").rpartition(":")
@@ -432,7 +433,7 @@ def _pool(args: argparse.Namespace) -> Any:
         host, port = port, ""
     user = password = None
     if args.user:
-        if not (args.tls != "none" or _is_loopback(host) or args.allow_plaintext_auth):
+        if not (args.tls != "none" or is_loopback(host) or args.allow_plaintext_auth):
             raise ValueError(
                 "refusing to send a password without TLS to a host other than "
                 "loopback; use --tls or --allow-plaintext-auth"

@@ -235,6 +235,392 @@ def b64decode(data):
     return out
 
 
+# --- Streaming transfer encodings for MIME (RFC 2045 §6.7, §6.8) --------------
+#
+# Both encoders take content in chunks split anywhere and return what can be
+# written so far; finish() returns the rest. The concatenated output is the
+# same for every split, and each call returns the same bytes as the twin's.
+
+cdef extern from *:
+    """
+    static const char smtpc_b64_alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    static const char smtpc_hex_digits[] = "0123456789ABCDEF";
+
+    /* Two base64 characters for every 12-bit value: one lookup per half of a
+       3-octet group. */
+    static unsigned char smtpc_b64_pairs[4096][2];
+    /* Octet classes for quoted-printable: 0 literal, 1 escaped as =XX,
+       2 space or tab, 3 CR, 4 LF (RFC 2045 §6.7 rules 1-4). */
+    static unsigned char smtpc_qp_class[256];
+
+    static void smtpc_mime_tables_init(void)
+    {
+        int i;
+        for (i = 0; i < 4096; i++) {
+            smtpc_b64_pairs[i][0] = (unsigned char)smtpc_b64_alphabet[i >> 6];
+            smtpc_b64_pairs[i][1] = (unsigned char)smtpc_b64_alphabet[i & 63];
+        }
+        for (i = 0; i < 256; i++)
+            smtpc_qp_class[i] = (i >= 33 && i <= 126 && i != '=') ? 0 : 1;
+        smtpc_qp_class[' '] = smtpc_qp_class['\\t'] = 2;
+        smtpc_qp_class['\\r'] = 3;
+        smtpc_qp_class['\\n'] = 4;
+    }
+
+    /* Whole lines of 57 input octets, each 76 characters and CRLF. */
+    static unsigned char *
+    smtpc_b64_lines(const unsigned char *s, Py_ssize_t lines, unsigned char *o)
+    {
+        Py_ssize_t k;
+        int g;
+        unsigned int v;
+        for (k = 0; k < lines; k++) {
+            for (g = 0; g < 19; g++) {
+                v = (unsigned int)s[0] << 16 | (unsigned int)s[1] << 8 | s[2];
+                memcpy(o, smtpc_b64_pairs[v >> 12], 2);
+                memcpy(o + 2, smtpc_b64_pairs[v & 0xfff], 2);
+                s += 3;
+                o += 4;
+            }
+            o[0] = '\\r';
+            o[1] = '\\n';
+            o += 2;
+        }
+        return o;
+    }
+
+    /* The last line: 1 to 56 octets, padded, and CRLF. */
+    static unsigned char *
+    smtpc_b64_tail(const unsigned char *s, Py_ssize_t n, unsigned char *o)
+    {
+        unsigned int v;
+        for (; n >= 3; n -= 3, s += 3, o += 4) {
+            v = (unsigned int)s[0] << 16 | (unsigned int)s[1] << 8 | s[2];
+            memcpy(o, smtpc_b64_pairs[v >> 12], 2);
+            memcpy(o + 2, smtpc_b64_pairs[v & 0xfff], 2);
+        }
+        if (n) {
+            v = (unsigned int)s[0] << 16 | (n > 1 ? (unsigned int)s[1] << 8 : 0);
+            o[0] = smtpc_b64_alphabet[v >> 18];
+            o[1] = smtpc_b64_alphabet[v >> 12 & 63];
+            o[2] = n > 1 ? smtpc_b64_alphabet[v >> 6 & 63] : '=';
+            o[3] = '=';
+            o += 4;
+        }
+        o[0] = '\\r';
+        o[1] = '\\n';
+        return o + 2;
+    }
+
+    typedef struct {
+        Py_ssize_t start;   /* where the current line begins in the output */
+        Py_ssize_t end;     /* octets written */
+        int last;           /* length of the current line's last token: 1 or 3 */
+        int ws;             /* a space or tab not written yet, or -1 */
+        int skip_lf;        /* the input so far ended with CR */
+    } smtpc_qp_state;
+
+    /* Before a token of t characters: if the line would pass 76 characters,
+       end it with a soft line break (rule 5). A full line of 76 gives its
+       last token to the next line, so an escape is never split. */
+    #define SMTPC_QP_ROOM(t) \\
+        if (o - ls + (t) > 76) { \\
+            if (o - ls <= 75) { \\
+                out[o] = '='; out[o + 1] = '\\r'; out[o + 2] = '\\n'; \\
+                o += 3; \\
+                ls = o; \\
+            } else { \\
+                memmove(out + o - last + 3, out + o - last, (size_t)last); \\
+                out[o - last] = '='; \\
+                out[o - last + 1] = '\\r'; \\
+                out[o - last + 2] = '\\n'; \\
+                o += 3; \\
+                ls = o - last; \\
+            } \\
+        }
+    #define SMTPC_QP_LITERAL(ch) do { \\
+            SMTPC_QP_ROOM(1) \\
+            out[o++] = (ch); \\
+            last = 1; \\
+        } while (0)
+    #define SMTPC_QP_ESCAPE(ch) do { \\
+            SMTPC_QP_ROOM(3) \\
+            out[o] = '='; \\
+            out[o + 1] = smtpc_hex_digits[(ch) >> 4]; \\
+            out[o + 2] = smtpc_hex_digits[(ch) & 15]; \\
+            o += 3; \\
+            last = 3; \\
+        } while (0)
+
+    /* A space or tab that ends a line is encoded (rule 3). With 74
+       characters on the line it stays literal before a soft line break,
+       which is the choice of the email package's body_encode(). */
+    #define SMTPC_QP_TRAILING_WS() do { \\
+            if (ws >= 0) { \\
+                if (o - ls == 74) { \\
+                    out[o] = (unsigned char)ws; \\
+                    out[o + 1] = '='; out[o + 2] = '\\r'; out[o + 3] = '\\n'; \\
+                    o += 4; \\
+                    ls = o; \\
+                } else { \\
+                    SMTPC_QP_ESCAPE(ws); \\
+                } \\
+                ws = -1; \\
+            } \\
+        } while (0)
+
+    /* Encode s[0:n] into out, which holds the current line from st->start
+       to st->end and has room for 3n + n/8 + 32 more octets. */
+    static void
+    smtpc_qp_encode(smtpc_qp_state *st, const unsigned char *s, Py_ssize_t n,
+                    unsigned char *out)
+    {
+        Py_ssize_t i, lim, o = st->end, ls = st->start;
+        int last = st->last, ws = st->ws;
+        unsigned char c;
+
+        i = 0;
+        if (n > 0 && st->skip_lf) {
+            st->skip_lf = 0;
+            if (s[0] == '\\n')
+                i = 1;
+        }
+        for (; i < n; i++) {
+            c = s[i];
+            switch (smtpc_qp_class[c]) {
+            case 0:
+                if (ws >= 0) {
+                    SMTPC_QP_LITERAL((unsigned char)ws);
+                    ws = -1;
+                }
+                SMTPC_QP_LITERAL(c);
+                /* The common case: a run of literals that fits the line. */
+                lim = i + 1 + (76 - (o - ls));
+                if (lim > n)
+                    lim = n;
+                while (i + 1 < lim && smtpc_qp_class[s[i + 1]] == 0)
+                    out[o++] = s[++i];
+                break;
+            case 1:
+                if (ws >= 0) {
+                    SMTPC_QP_LITERAL((unsigned char)ws);
+                    ws = -1;
+                }
+                SMTPC_QP_ESCAPE(c);
+                break;
+            case 2:
+                if (ws >= 0)
+                    SMTPC_QP_LITERAL((unsigned char)ws);
+                ws = c;
+                break;
+            default:
+                /* CRLF, a bare CR or a bare LF: one hard line break. */
+                SMTPC_QP_TRAILING_WS();
+                out[o] = '\\r';
+                out[o + 1] = '\\n';
+                o += 2;
+                ls = o;
+                last = 0;
+                if (c == '\\r') {
+                    if (i + 1 < n) {
+                        if (s[i + 1] == '\\n')
+                            i++;
+                    } else {
+                        st->skip_lf = 1;
+                    }
+                }
+            }
+        }
+        st->end = o;
+        st->start = ls;
+        st->last = last;
+        st->ws = ws;
+    }
+
+    /* The end of the content: a pending space or tab is encoded. */
+    static void
+    smtpc_qp_finish(smtpc_qp_state *st, unsigned char *out)
+    {
+        Py_ssize_t o = st->end, ls = st->start;
+        int last = st->last, ws = st->ws;
+
+        SMTPC_QP_TRAILING_WS();
+        st->end = o;
+        st->start = ls;
+        st->last = last;
+        st->ws = ws;
+    }
+    """
+    ctypedef struct smtpc_qp_state:
+        Py_ssize_t start
+        Py_ssize_t end
+        int last
+        int ws
+        int skip_lf
+
+    void smtpc_mime_tables_init() noexcept nogil
+    unsigned char *smtpc_b64_lines(const unsigned char *s, Py_ssize_t lines,
+                                   unsigned char *o) noexcept nogil
+    unsigned char *smtpc_b64_tail(const unsigned char *s, Py_ssize_t n,
+                                  unsigned char *o) noexcept nogil
+    void smtpc_qp_encode(smtpc_qp_state *st, const unsigned char *s,
+                         Py_ssize_t n, unsigned char *out) noexcept nogil
+    void smtpc_qp_finish(smtpc_qp_state *st, unsigned char *out) noexcept nogil
+
+
+smtpc_mime_tables_init()
+
+cdef enum:
+    # Input octets per base64 line: 57 make 76 characters (RFC 2045 §6.8).
+    _B64_LINE_OCTETS = 57
+    # The longest quoted-printable line, without its CRLF (RFC 2045 §6.7).
+    _QP_LINE = 76
+
+
+cdef class Base64Encoder:
+    """Streaming base64 for a MIME body part (RFC 2045 §6.8).
+
+    Lines of 76 characters end with CRLF, and so does the last one; empty
+    content encodes to nothing. The output is
+    ``base64.encodebytes(content)`` with CRLF for LF, however the content
+    is split. encode() returns whole lines only: up to 56 octets wait for
+    the next chunk or finish().
+    """
+
+    cdef unsigned char _pending[_B64_LINE_OCTETS]
+    cdef Py_ssize_t _npending
+
+    def encode(self, data):
+        """Return the lines the content given so far completes.
+
+        Raises TypeError if ``data`` is not a bytes-like object.
+        """
+        cdef Py_buffer view
+        cdef const unsigned char *s
+        cdef unsigned char *o
+        cdef Py_ssize_t n, lines, need
+
+        _get_buffer(data, &view)
+        try:
+            s = <const unsigned char *>view.buf
+            n = view.len
+            if n > PY_SSIZE_T_MAX // 2 - _B64_LINE_OCTETS:
+                raise MemoryError()
+            lines = (self._npending + n) // _B64_LINE_OCTETS
+            if lines == 0:
+                memcpy(self._pending + self._npending, s, <size_t>n)
+                self._npending += n
+                return b""
+            out = PyBytes_FromStringAndSize(NULL, lines * 78)
+            o = <unsigned char *>PyBytes_AS_STRING(out)
+
+            # The octets held from the last chunk start the first line.
+            if self._npending:
+                need = _B64_LINE_OCTETS - self._npending
+                memcpy(self._pending + self._npending, s, <size_t>need)
+                o = smtpc_b64_lines(self._pending, 1, o)
+                s += need
+                n -= need
+                lines -= 1
+                self._npending = 0
+            o = smtpc_b64_lines(s, lines, o)
+            s += lines * _B64_LINE_OCTETS
+            n -= lines * _B64_LINE_OCTETS
+            memcpy(self._pending, s, <size_t>n)
+            self._npending = n
+            return out
+        finally:
+            PyBuffer_Release(&view)
+
+    def finish(self):
+        """Return the last line, padded, with its CRLF; reset the encoder."""
+        cdef unsigned char buf[80]
+        cdef unsigned char *end
+
+        if self._npending == 0:
+            return b""
+        end = smtpc_b64_tail(self._pending, self._npending, buf)
+        self._npending = 0
+        return PyBytes_FromStringAndSize(<char *>buf, end - buf)
+
+
+cdef class QuotedPrintableEncoder:
+    """Streaming quoted-printable for text (RFC 2045 §6.7).
+
+    CRLF, a bare LF and a bare CR in the input are each one line break
+    and come out as CRLF: text is in canonical form (RFC 2046 §4.1.1), so
+    decoding gives CRLF line breaks. Octets other than printable ASCII
+    (33-126 but "="), space and tab become "=XX". A space or tab that
+    would end a line is encoded. Lines are at most 76 characters with a
+    soft line break "=" that never splits an escape. The output equals the
+    email package's ``quoprimime.body_encode(text, 76, "\\r\\n")`` for the
+    whole content, however it is split. The line being built is held until
+    it is complete, so encode() may return less than the chunk gave.
+    """
+
+    cdef unsigned char _line[_QP_LINE + 4]
+    cdef smtpc_qp_state _state
+
+    def __cinit__(self):
+        self._state.ws = -1
+
+    def encode(self, data):
+        """Return the encoded text that the content given so far settles.
+
+        Raises TypeError if ``data`` is not a bytes-like object.
+        """
+        cdef Py_buffer view
+        cdef Py_ssize_t n, cap
+        cdef PyObject *raw
+        cdef char *out
+
+        _get_buffer(data, &view)
+        try:
+            n = view.len
+            if n > (PY_SSIZE_T_MAX - 128) // 4:
+                raise MemoryError()
+            cap = self._state.end + 3 * n + n // 8 + 32
+            raw = _bytes_new(NULL, cap)
+            out = _bytes_data(raw)
+            memcpy(out, self._line, <size_t>self._state.end)
+            smtpc_qp_encode(&self._state, <const unsigned char *>view.buf, n,
+                            <unsigned char *>out)
+        finally:
+            PyBuffer_Release(&view)
+        SMTPC_INVARIANT(self._state.end <= cap)
+        SMTPC_INVARIANT(self._state.end - self._state.start <= _QP_LINE)
+
+        # The line being built stays here; the rest is settled.
+        out = _bytes_data(raw)
+        self._state.end -= self._state.start
+        memcpy(self._line, out + self._state.start, <size_t>self._state.end)
+        _PyBytes_Resize(&raw, self._state.start)
+        self._state.start = 0
+        result = <object>raw
+        Py_DECREF(result)
+        return result
+
+    def finish(self):
+        """Return the rest of the encoded text; reset the encoder.
+
+        No line break is added after the last line of the content.
+        """
+        cdef unsigned char buf[_QP_LINE + 16]
+
+        memcpy(buf, self._line, <size_t>self._state.end)
+        smtpc_qp_finish(&self._state, buf)
+        result = PyBytes_FromStringAndSize(<char *>buf, self._state.end)
+        self._state.start = self._state.end = 0
+        self._state.last = 0
+        self._state.ws = -1
+        self._state.skip_lf = 0
+        return result
+
+
+# --- end of the streaming transfer encodings ----------------------------------
+
+
 # Dot-stuffing (RFC 5321 §4.5.2). The content is read as runs of input that
 # pass unchanged, each followed by something to insert: a "." before a line
 # that begins with one, or CRLF in place of a bare CR or bare LF. An exact CRLF
@@ -701,3 +1087,99 @@ cdef Py_ssize_t _command_length(tuple parts) except -1:
 cdef str _command_name(tuple parts):
     # Only the verb: an argument may be a credential.
     return parts[0].split(b" ", 1)[0].decode("ascii", "replace") + " command"
+
+
+# --- MD4 (RFC 1320), for NTLM where OpenSSL has no MD4 -------------------------
+
+from libc.stdint cimport uint32_t, uint64_t
+
+
+cdef inline uint32_t _rotl(uint32_t x, int s) noexcept nogil:
+    return (x << s) | (x >> (32 - s))
+
+
+cdef void _md4_block(uint32_t *state, const unsigned char *p) noexcept nogil:
+    # One 64-byte block, the three rounds of RFC 1320 §3.4 unrolled by step.
+    cdef uint32_t x[16]
+    cdef uint32_t a = state[0], b = state[1], c = state[2], d = state[3]
+    cdef int i, j
+    cdef int third[4]
+
+    third[0], third[1], third[2], third[3] = 0, 2, 1, 3
+
+    for i in range(16):
+        x[i] = (<uint32_t>p[4 * i] | (<uint32_t>p[4 * i + 1] << 8)
+                | (<uint32_t>p[4 * i + 2] << 16)
+                | (<uint32_t>p[4 * i + 3] << 24))
+
+    for i in range(0, 16, 4):
+        a = _rotl(a + ((b & c) | (~b & d)) + x[i], 3)
+        d = _rotl(d + ((a & b) | (~a & c)) + x[i + 1], 7)
+        c = _rotl(c + ((d & a) | (~d & b)) + x[i + 2], 11)
+        b = _rotl(b + ((c & d) | (~c & a)) + x[i + 3], 19)
+    for i in range(4):
+        a = _rotl(a + ((b & c) | (b & d) | (c & d)) + x[i] + 0x5A827999u, 3)
+        d = _rotl(d + ((a & b) | (a & c) | (b & c)) + x[i + 4] + 0x5A827999u, 5)
+        c = _rotl(c + ((d & a) | (d & b) | (a & b)) + x[i + 8] + 0x5A827999u, 9)
+        b = _rotl(b + ((c & d) | (c & a) | (d & a)) + x[i + 12] + 0x5A827999u,
+                  13)
+    for j in range(4):
+        i = third[j]
+        a = _rotl(a + (b ^ c ^ d) + x[i] + 0x6ED9EBA1u, 3)
+        d = _rotl(d + (a ^ b ^ c) + x[i + 8] + 0x6ED9EBA1u, 9)
+        c = _rotl(c + (d ^ a ^ b) + x[i + 4] + 0x6ED9EBA1u, 11)
+        b = _rotl(b + (c ^ d ^ a) + x[i + 12] + 0x6ED9EBA1u, 15)
+
+    state[0] += a
+    state[1] += b
+    state[2] += c
+    state[3] += d
+
+
+def md4(data):
+    """The MD4 digest of ``data`` (RFC 1320): 16 bytes.
+
+    MD4 is broken as a hash; NTLM still derives its keys with it.
+    """
+    cdef Py_buffer view
+    cdef uint32_t state[4]
+    cdef unsigned char tail[128]
+    cdef unsigned char out[16]
+    cdef const unsigned char *src
+    cdef Py_ssize_t n, done, rest, padded
+    cdef uint64_t bits
+    cdef int i
+
+    _get_buffer(data, &view)
+    try:
+        src = <const unsigned char *>view.buf
+        n = view.len
+        state[0] = 0x67452301u
+        state[1] = 0xEFCDAB89u
+        state[2] = 0x98BADCFEu
+        state[3] = 0x10325476u
+        done = 0
+        with nogil:
+            while n - done >= 64:
+                _md4_block(state, src + done)
+                done += 64
+
+            # §3.1-3.2: 0x80, zeros to 56 mod 64, the length in bits.
+            rest = n - done
+            memcpy(tail, src + done, rest)
+            tail[rest] = 0x80
+            padded = 64 if rest < 56 else 128
+            for i in range(<int>rest + 1, <int>padded - 8):
+                tail[i] = 0
+            bits = (<uint64_t>n) * 8
+            for i in range(8):
+                tail[padded - 8 + i] = <unsigned char>(bits >> (8 * i))
+            _md4_block(state, tail)
+            if padded == 128:
+                _md4_block(state, tail + 64)
+    finally:
+        PyBuffer_Release(&view)
+
+    for i in range(16):
+        out[i] = <unsigned char>(state[i // 4] >> (8 * (i % 4)))
+    return PyBytes_FromStringAndSize(<char *>out, 16)

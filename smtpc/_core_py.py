@@ -126,6 +126,158 @@ def b64decode(data: bytes) -> bytes:
         raise ValueError("invalid base64") from None
 
 
+# --- Streaming transfer encodings for MIME (RFC 2045 §6.7, §6.8) ----------------
+#
+# Both encoders take content in chunks split anywhere and return what can be
+# written so far; finish() returns the rest. The concatenated output is the same
+# for every split, and each call returns the same bytes as the compiled twin's.
+
+__all__ += ["Base64Encoder", "QuotedPrintableEncoder"]
+
+_B64_LINE_OCTETS = 57  # input octets that make one 76-character line
+_QP_LINE = 76  # the longest quoted-printable line without its CRLF
+
+# An octet's quoted-printable form inside a line (RFC 2045 §6.7 rules 1-3):
+# printable ASCII but "=", space and tab stand for themselves, the rest is "=XX".
+_QP_FORMS = {
+    i: chr(i) if 33 <= i <= 126 and i != 61 or i in (9, 32) else f"={i:02X}"
+    for i in range(256)
+}
+
+
+class Base64Encoder:
+    """Streaming base64 for a MIME body part (RFC 2045 §6.8).
+
+    Lines of 76 characters end with CRLF, and so does the last one; empty content
+    encodes to nothing. The output is ``base64.encodebytes(content)`` with CRLF for
+    LF, however the content is split. encode() returns whole lines only: up to 56
+    octets wait for the next chunk or finish().
+    """
+
+    __slots__ = ("_pending",)
+
+    def __init__(self) -> None:
+        self._pending = b""
+
+    def encode(self, data: bytes | bytearray | memoryview) -> bytes:
+        """Return the lines the content given so far completes.
+
+        Raises:
+            TypeError: ``data`` is not a bytes-like object.
+        """
+        content = self._pending + _byte_view(data)
+        whole = len(content) - len(content) % _B64_LINE_OCTETS
+        self._pending = content[whole:]
+        if not whole:
+            return b""
+        encoded = binascii.b2a_base64(memoryview(content)[:whole], newline=False)
+        lines = [encoded[i : i + 76] for i in range(0, len(encoded), 76)]
+        lines.append(b"")
+        return b"\r\n".join(lines)
+
+    def finish(self) -> bytes:
+        """Return the last line, padded, with its CRLF; reset the encoder."""
+        if not self._pending:
+            return b""
+        line = binascii.b2a_base64(self._pending, newline=False) + b"\r\n"
+        self._pending = b""
+        return line
+
+
+class QuotedPrintableEncoder:
+    """Streaming quoted-printable for text (RFC 2045 §6.7).
+
+    CRLF, a bare LF and a bare CR in the input are each one line break and come
+    out as CRLF: text is in canonical form (RFC 2046 §4.1.1), so decoding gives
+    CRLF line breaks. Octets other than printable ASCII (33-126 but "="), space and
+    tab become "=XX". A space or tab that would end a line is encoded. Lines are at
+    most 76 characters with a soft line break "=" that never splits an escape. The
+    output equals the email package's ``quoprimime.body_encode(text, 76, "\\r\\n")``
+    for the whole content, however it is split. The line being built is held until
+    it is complete, so encode() may return less than the chunk gave.
+    """
+
+    __slots__ = ("_line", "_skip_lf", "_ws")
+
+    def __init__(self) -> None:
+        self._line = ""  # the encoded line being built, at most 76 characters
+        self._ws = ""  # a space or tab that may end the line
+        self._skip_lf = False  # the input so far ended with CR
+
+    def encode(self, data: bytes | bytearray | memoryview) -> bytes:
+        """Return the encoded text that the content given so far settles.
+
+        Raises:
+            TypeError: ``data`` is not a bytes-like object.
+        """
+        text = _byte_view(data).tobytes()
+        if self._skip_lf and text:
+            self._skip_lf = False
+            if text[0] == 0x0A:
+                text = text[1:]
+        if not text:
+            return b""
+        self._skip_lf = text[-1] == 0x0D
+        lines = text.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+        out: list[str] = []
+        for line in lines[:-1]:
+            self._add(line, out)
+            self._end_line(out)
+            out.append("\r\n")
+        self._add(lines[-1], out)
+        return "".join(out).encode("ascii")
+
+    def finish(self) -> bytes:
+        """Return the rest of the encoded text; reset the encoder.
+
+        No line break is added after the last line of the content.
+        """
+        out: list[str] = []
+        self._end_line(out)
+        self._skip_lf = False
+        return "".join(out).encode("ascii")
+
+    def _add(self, raw: bytes, out: list[str]) -> None:
+        text = self._ws + raw.decode("latin-1")
+        self._ws = ""
+        if text[-1:] in (" ", "\t"):
+            self._ws = text[-1]
+            text = text[:-1]
+        self._line = _qp_wrap(self._line + text.translate(_QP_FORMS), out)
+
+    def _end_line(self, out: list[str]) -> None:
+        # Rule 3: a space or tab that ends a line is encoded. With 74 characters
+        # on the line it stays literal before a soft line break, as the email
+        # package's body_encode() does.
+        line, ws = self._line, self._ws
+        self._line = self._ws = ""
+        if ws and len(line) == _QP_LINE - 2:
+            out.append(line + ws + "=\r\n")
+            return
+        if ws:
+            line = _qp_wrap(f"{line}={ord(ws):02X}", out)
+        out.append(line)
+
+
+def _qp_wrap(line: str, out: list[str]) -> str:
+    # Rule 5: soft line breaks keep lines within 76 characters. An "=" in the
+    # encoded text always starts an escape, which must stay whole.
+    start = 0
+    while len(line) - start > _QP_LINE:
+        stop = start + _QP_LINE - 1
+        if line[stop - 2] == "=":
+            stop -= 2
+        elif line[stop - 1] == "=":
+            stop -= 1
+        out.append(line[start:stop])
+        out.append("=\r\n")
+        start = stop
+    return line[start:]
+
+
+# --- end of the streaming transfer encodings -------------------------------------
+
+
 def _stuff_lines(chunk: bytes) -> bytes:
     # Every line ending becomes CRLF, and a line after one that begins with "."
     # gets one more; the chunk's first line is left to the caller.
@@ -313,3 +465,53 @@ class Emitter:
             self._buf[self._pos : self._pos + n] = data[done : done + n]
             self._pos += n
             done += n
+
+
+# --- MD4 (RFC 1320), for NTLM where OpenSSL has no MD4 ---------------------------
+
+__all__ += ["md4"]
+
+_MD4_SHIFTS = ((3, 7, 11, 19), (3, 5, 9, 13), (3, 9, 11, 15))
+# The order each round reads the sixteen message words in (RFC 1320 §3.4).
+_MD4_ORDER = (
+    tuple(range(16)),
+    (0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15),
+    (0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15),
+)
+_MD4_CONSTANTS = (0, 0x5A827999, 0x6ED9EBA1)
+
+
+def md4(data: bytes | bytearray | memoryview) -> bytes:
+    """The MD4 digest of ``data`` (RFC 1320): 16 bytes.
+
+    MD4 is broken as a hash; NTLM still derives its keys with it.
+
+    Raises:
+        TypeError: ``data`` is not a bytes-like object.
+    """
+    message = _as_bytes(data)
+    # §3.1-3.2: pad with 0x80 and zeros to 56 mod 64, then the bit length.
+    length = (8 * len(message)) & 0xFFFFFFFFFFFFFFFF
+    message += b"\x80" + bytes((55 - len(message)) % 64)
+    message += length.to_bytes(8, "little")
+
+    state = [0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476]
+    for block in range(0, len(message), 64):
+        x = [
+            int.from_bytes(message[i : i + 4], "little")
+            for i in range(block, block + 64, 4)
+        ]
+        a, b, c, d = state
+        for rnd in range(3):
+            for step, k in enumerate(_MD4_ORDER[rnd]):
+                if rnd == 0:
+                    f = (b & c) | (~b & d)
+                elif rnd == 1:
+                    f = (b & c) | (b & d) | (c & d)
+                else:
+                    f = b ^ c ^ d
+                s = _MD4_SHIFTS[rnd][step % 4]
+                t = (a + f + x[k] + _MD4_CONSTANTS[rnd]) & 0xFFFFFFFF
+                a, b, c, d = d, ((t << s) | (t >> (32 - s))) & 0xFFFFFFFF, b, c
+        state = [(v + w) & 0xFFFFFFFF for v, w in zip(state, (a, b, c, d), strict=True)]
+    return b"".join(v.to_bytes(4, "little") for v in state)

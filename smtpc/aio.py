@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import core, operations
+from .auth import Mechanism
 from .client import (
     _GLOBAL_DEFAULT_TIMEOUT,
     DEFAULT_TIMEOUT,
@@ -612,10 +613,16 @@ class SMTP(operations.ClientState):
         return result
 
     async def login(
-        self, user: str, password: str, *, initial_response_ok: bool = True
+        self,
+        user: str,
+        password: str | Callable[[], str],
+        *,
+        initial_response_ok: bool = True,
+        mechanism: str | Mechanism | None = None,
     ) -> tuple[int, bytes]:
-        """AUTH with the strongest mechanism both sides know; after a 535 no
-        weaker mechanism is tried.
+        """AUTH with the strongest mechanism both sides know, or ``mechanism``,
+        as :meth:`smtpc.SMTP.login` does; after a 535 no weaker mechanism is
+        tried.
 
         Raises:
             SMTPHeloError: EHLO/HELO failed.
@@ -624,7 +631,9 @@ class SMTP(operations.ClientState):
             SMTPException: no mechanism in common.
         """
         await self.ehlo_or_helo_if_needed()
-        steps = self._login_steps(user, password, initial_response_ok, _MAXCHALLENGE)
+        steps = self._login_steps(
+            user, password, initial_response_ok, _MAXCHALLENGE, mechanism
+        )
         result: tuple[int, bytes] = await self._run(steps)
         return result
 

@@ -7,7 +7,7 @@ import getpass
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -55,9 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     send.add_argument(
         "messages",
-        nargs="+",
+        nargs="*",
         metavar="FILE",
-        help="RFC 5322 message files; - reads standard input",
+        help="RFC 5322 message files; - reads standard input. With none, a "
+        "message is composed from --subject, --body, --html and --attach",
     )
     where = send.add_mutually_exclusive_group()
     where.add_argument(
@@ -109,6 +110,25 @@ def build_parser() -> argparse.ArgumentParser:
         "(default SMTP_PASSWORD; asked for when unset)",
     )
     send.add_argument(
+        "--auth-mechanism",
+        metavar="NAME",
+        help="AUTH mechanism to use (SCRAM-SHA-256, NTLM, XOAUTH2, "
+        "OAUTHBEARER, ...; default: the strongest password mechanism offered)",
+    )
+    token = send.add_mutually_exclusive_group()
+    token.add_argument(
+        "--token-env",
+        metavar="VAR",
+        help="environment variable holding an OAuth access token "
+        "(for XOAUTH2, the default, or OAUTHBEARER)",
+    )
+    token.add_argument(
+        "--token-command",
+        metavar="CMD",
+        help="command whose standard output is a fresh OAuth access token; "
+        "run without a shell at each AUTH attempt",
+    )
+    send.add_argument(
         "--allow-plaintext-auth",
         action="store_true",
         help="authenticate without TLS to a host other than loopback",
@@ -121,6 +141,23 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="ADDRESS",
         help="forward-path (RCPT TO); repeatable",
+    )
+    compose = send.add_argument_group(
+        "composing a message (when no FILE is given; needs --from and --to)"
+    )
+    compose.add_argument("--subject", help="the Subject header")
+    compose.add_argument(
+        "--body", metavar="TEXT|@FILE", help="the plain-text body, or a UTF-8 file"
+    )
+    compose.add_argument(
+        "--html", metavar="TEXT|@FILE", help="the HTML body, or a UTF-8 file"
+    )
+    compose.add_argument(
+        "--attach",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="attach this file, streamed as it is sent; repeatable",
     )
     send.add_argument(
         "--timeout",
@@ -138,7 +175,58 @@ def build_parser() -> argparse.ArgumentParser:
     from ._bulk_cli import add_parser as add_bulk
 
     add_bulk(commands)
+    _add_measure_parsers(commands)
     return parser
+
+
+def _add_measure_parsers(commands: Any) -> None:
+    footprint = commands.add_parser(
+        "footprint",
+        help="print smtpc's code size, session memory and import cost here",
+    )
+    footprint.add_argument("--json", action="store_true", help="print JSON")
+    footprint.add_argument(
+        "--no-import", action="store_true", help="skip timing `import smtpc`"
+    )
+    bench = commands.add_parser(
+        "bench",
+        help="messages per second, smtpc against smtplib, on loopback",
+        description="Send small messages through a sink on loopback "
+        "(Postfix's smtp-sink when installed, else a built-in one) with "
+        "smtpc and with smtplib, and print both rates and their ratio.",
+    )
+    bench.add_argument("--messages", type=int, default=1000, help="per round")
+    bench.add_argument("--size", type=int, default=2048, help="octets a message")
+    bench.add_argument("--rounds", type=int, default=3)
+    bench.add_argument(
+        "--sink", choices=("auto", "smtp-sink", "builtin"), default="auto"
+    )
+    bench.add_argument("--json", action="store_true", help="print JSON")
+    for parser in (footprint, bench):
+        parser.set_defaults(verbose=0)
+
+
+def _measure(args: argparse.Namespace) -> int:
+    import json
+
+    if args.command == "footprint":
+        from . import footprint
+
+        result = footprint.report(imports=not args.no_import)
+        text = footprint.format_report(result)
+    else:
+        from . import benchmark
+
+        try:
+            result = benchmark.compare(
+                args.messages, args.size, args.rounds, args.sink
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            print(f"smtpc: {exc}", file=sys.stderr)
+            return 2
+        text = benchmark.format_result(result)
+    print(json.dumps(result, indent=2) if args.json else text)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -150,6 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ._bulk_cli import run as run_bulk
 
             return run_bulk(args)
+        if args.command in ("footprint", "bench"):
+            return _measure(args)
         return _send(args)
     except KeyboardInterrupt:
         return 130
@@ -159,6 +249,11 @@ def _send(args: argparse.Namespace) -> int:
     from . import SMTPException
 
     try:
+        if not args.messages:
+            if args.direct:
+                raise ValueError("--direct sends message files only")
+            with _server(args) as (host, port):
+                return _send_composed(args, host, port)
         if args.direct:
             return _send_direct(args)
         with _server(args) as (host, port):
@@ -205,20 +300,51 @@ def _password(args: argparse.Namespace) -> str:
     return password
 
 
-def _is_loopback(host: str) -> bool:
-    import ipaddress
+def _token(args: argparse.Namespace) -> Callable[[], str]:
+    # Read when AUTH starts, never printed or logged.
+    def from_env() -> str:
+        token = os.environ.get(args.token_env, "").strip()
+        if not token:
+            raise ValueError(f"environment variable {args.token_env} is not set")
+        return token
 
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+    def from_command() -> str:
+        import shlex
+        import subprocess
+
+        done = subprocess.run(
+            shlex.split(args.token_command),
+            stdout=subprocess.PIPE,
+            check=True,
+            timeout=60,
+        )
+        token = done.stdout.decode("utf-8").strip()
+        if not token:
+            raise ValueError("--token-command printed no token")
+        return token
+
+    return from_env if args.token_env else from_command
+
+
+def _login(client: Any, args: argparse.Namespace) -> None:
+    if args.token_env or args.token_command:
+        mechanism = args.auth_mechanism or "XOAUTH2"
+        client.login(args.user, _token(args), mechanism=mechanism)
+    else:
+        client.login(args.user, _password(args), mechanism=args.auth_mechanism)
 
 
 def _connect(args: argparse.Namespace, host: str, port: int) -> Any:
     from . import SMTP, SMTP_SSL
+    from .tls import is_loopback
 
+    # Refused before connecting, so that nothing reaches such a host at all.
+    cleartext = args.tls == "none" and not is_loopback(host)
+    if args.user and cleartext and not args.allow_plaintext_auth:
+        raise ValueError(
+            "refusing to send a password without TLS to a host other than "
+            "loopback; use --tls or --allow-plaintext-auth"
+        )
     client: SMTP
     if args.tls == "implicit":
         client = SMTP_SSL(host, port, timeout=args.timeout, context=_tls_context(args))
@@ -230,13 +356,7 @@ def _connect(args: argparse.Namespace, host: str, port: int) -> Any:
             client.starttls(context=_tls_context(args))
             client.ehlo()
         if args.user:
-            encrypted = args.tls != "none"
-            if not (encrypted or _is_loopback(host) or args.allow_plaintext_auth):
-                raise ValueError(
-                    "refusing to send a password without TLS to a host other "
-                    "than loopback; use --tls or --allow-plaintext-auth"
-                )
-            client.login(args.user, _password(args))
+            _login(client, args)
     except BaseException:
         client.close()
         raise
@@ -299,6 +419,50 @@ def _send_all(args: argparse.Namespace, host: str, port: int) -> int:
         except SMTPException:
             client.close()
     return status
+
+
+def _compose(args: argparse.Namespace) -> Any:
+    """The message that --subject, --body, --html and --attach describe."""
+    from .mime import Message
+
+    def text(value: str | None) -> str | None:
+        if value is None or not value.startswith("@"):
+            return value
+        return Path(value[1:]).read_text(encoding="utf-8")
+
+    if args.from_addr is None or not args.to:
+        raise ValueError("give --from and --to to compose a message")
+    body, html = text(args.body), text(args.html)
+    message = Message(
+        from_addr=args.from_addr,
+        to=args.to,
+        subject=args.subject,
+        text=body if body is not None or html is not None else "",
+        html=html,
+    )
+    for name in args.attach:
+        message.attach(name)
+    return message
+
+
+def _send_composed(args: argparse.Namespace, host: str, port: int) -> int:
+    from . import SMTPException
+
+    message = _compose(args)
+    client = _connect(args, host, port)
+    try:
+        message.negotiate(client.esmtp_features)
+        try:
+            result = client.deliver(message.from_addr, message.recipients, message)
+        except SMTPException as exc:
+            print(f"message: {exc}")
+            return 1
+        return _report("message", result)
+    finally:
+        try:
+            client.quit()
+        except SMTPException:
+            client.close()
 
 
 def _dns_server(text: str) -> tuple[str, int]:

@@ -22,10 +22,11 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import core, operations
+from .auth import Mechanism
 from .engine.commands import DSN, addr_only, encode_path, quoteaddr
 from .engine.replies import Reply, ReplyCode
 from .engine.session import READ, START_TLS, Session, State, Steps
-from .engine.transaction import TransactionResult, run_transaction
+from .engine.transaction import TransactionResult
 from .errors import (
     SMTPAuthenticationError,
     SMTPConnectError,
@@ -491,15 +492,19 @@ class SMTP(operations.ClientState):
     def auth(
         self,
         mechanism: str,
-        authobject: Callable[..., str | bytes | None],
+        authobject: Callable[..., str | bytes | None] | Mechanism,
         *,
         initial_response_ok: bool = True,
     ) -> tuple[int, bytes]:
         """AUTH with any mechanism: ``authobject(challenge=None)`` gives the
         initial response, ``authobject(challenge)`` each answer, as in
-        smtplib. Strings are sent as UTF-8.
+        smtplib. Strings are sent as UTF-8. ``authobject`` may also be a
+        mechanism object from :mod:`smtpc.auth`, such as
+        ``auth.ScramSHA256(user, password)``.
 
         Raises:
+            SMTPServerProofError: the server could not prove that it knows
+                the password (SCRAM).
             SMTPAuthenticationError: the server refused the credentials.
             RemoteProtocolError: the server sent too many challenges.
         """
@@ -516,22 +521,38 @@ class SMTP(operations.ClientState):
         return result
 
     def login(
-        self, user: str, password: str, *, initial_response_ok: bool = True
+        self,
+        user: str,
+        password: str | Callable[[], str],
+        *,
+        initial_response_ok: bool = True,
+        mechanism: str | Mechanism | None = None,
     ) -> tuple[int, bytes]:
-        """AUTH with the strongest mechanism both sides know.
+        """AUTH with the strongest mechanism both sides know, or ``mechanism``.
 
-        After a 535 (credentials refused) no weaker mechanism is tried, so the
-        password is not offered again in a weaker form; after other refusals
-        the next mechanism is tried, as in smtplib.
+        Without ``mechanism`` the order is SCRAM-SHA-256, SCRAM-SHA-1,
+        CRAM-MD5, PLAIN, LOGIN. ``mechanism`` names one (``"NTLM"``,
+        ``"XOAUTH2"``, ...) or is a mechanism object from :mod:`smtpc.auth`;
+        for XOAUTH2 and OAUTHBEARER ``password`` is the access token, or a
+        callable returning a fresh one at each attempt. After a 535
+        (credentials refused) or a cancelled exchange no weaker mechanism is
+        tried, so the password is not offered again in a weaker form; after
+        other refusals the next mechanism is tried, as in smtplib.
 
         Raises:
             SMTPHeloError: EHLO/HELO failed.
             SMTPNotSupportedError: the server offers no AUTH.
+            SMTPServerProofError: the server could not prove that it knows
+                the password (SCRAM).
             SMTPAuthenticationError: the credentials were refused.
-            SMTPException: no mechanism in common.
+            SMTPException: no mechanism in common, or the server does not
+                offer ``mechanism``.
+            ValueError: an unknown mechanism name.
         """
         self.ehlo_or_helo_if_needed()
-        steps = self._login_steps(user, password, initial_response_ok, _MAXCHALLENGE)
+        steps = self._login_steps(
+            user, password, initial_response_ok, _MAXCHALLENGE, mechanism
+        )
         result: tuple[int, bytes] = self._run(steps)
         return result
 
@@ -597,46 +618,21 @@ class SMTP(operations.ClientState):
                 of the transaction is sent.
         """
         self.ehlo_or_helo_if_needed()
-        recipients = [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)
-        source = open_source(msg)
-        envelope = operations.prepare_envelope(
+        steps = operations.transaction(
             self._session,
             from_addr,
-            recipients,
-            source,
+            to_addrs,
+            msg,
             mail_options,
             rcpt_options,
             dsn,
             requiretls,
-        )
-        if envelope.smtputf8:
-            self.command_encoding = "utf-8"
-        steps = run_transaction(
-            self._session,
-            envelope,
-            source.chunks,
+            pipelining=self.pipelining,
             chunking=self.chunking,
-            single_chunk=source.single,
         )
-        if not self.pipelining:
-            features = self._session.features
-            hidden = features.pop("pipelining", None)
-        try:
-            result: TransactionResult = self._run(steps)
-        finally:
-            if not self.pipelining and hidden is not None:
-                features["pipelining"] = hidden
+        result: TransactionResult = self._run(steps)
         self.last_result = result
-        self.command_encoding = "ascii"
-        if session_log.isEnabledFor(logging.INFO):
-            final = result.final.code if result.final else None
-            session_log.info(
-                "%s: final reply %s, %d accepted, %d refused",
-                self._host,
-                final,
-                len(result.accepted),
-                len(result.refused),
-            )
+        operations.log_transaction(self._host, result)
         return result
 
     def sendmail(

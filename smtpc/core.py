@@ -19,12 +19,15 @@ __all__ = [
     "MAX_LOCAL_PART",
     "MAX_PATH",
     "MIN_BUFFER_SIZE",
+    "Base64Encoder",
     "DataEncoder",
     "Emitter",
+    "QuotedPrintableEncoder",
     "b64decode",
     "b64encode",
     "check_argument",
     "check_path",
+    "md4",
 ]
 
 IMPLEMENTATION: str
@@ -43,12 +46,15 @@ if not TYPE_CHECKING and not _use_twin:
             MAX_LOCAL_PART,
             MAX_PATH,
             MIN_BUFFER_SIZE,
+            Base64Encoder,
             DataEncoder,
             Emitter,
+            QuotedPrintableEncoder,
             b64decode,
             b64encode,
             check_argument,
             check_path,
+            md4,
         )
 
         IMPLEMENTATION = "c"
@@ -63,12 +69,15 @@ if TYPE_CHECKING or _use_twin:
         MAX_LOCAL_PART,
         MAX_PATH,
         MIN_BUFFER_SIZE,
+        Base64Encoder,
         DataEncoder,
         Emitter,
+        QuotedPrintableEncoder,
         b64decode,
         b64encode,
         check_argument,
         check_path,
+        md4,
     )
 
     IMPLEMENTATION = "py"

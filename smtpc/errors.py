@@ -97,7 +97,29 @@ class SMTPHeloError(SMTPResponseException):
 
 
 class SMTPAuthenticationError(SMTPResponseException):
-    """AUTH failed (usually 535: credentials refused); the session is usable."""
+    """AUTH failed (usually 535: credentials refused); the session is usable.
+
+    ``detail``, when set, is what the mechanism learnt from the server (the
+    status of an OAuth error, a SCRAM server error); it is part of ``str()``
+    and never holds a credential.
+    """
+
+    detail: str | None = None
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return text if self.detail is None else f"{text} ({self.detail})"
+
+
+class SMTPServerProofError(SMTPAuthenticationError):
+    """The server could not prove that it knows the password (SCRAM's server
+    signature, RFC 5802 §3): it may be an impostor.
+
+    When the proof was wrong the exchange was cancelled with ``*`` and
+    ``smtp_code`` is the reply to that (501); the session is usable, but
+    should not be trusted with mail. When the server accepted (235) without
+    sending a proof, ``smtp_code`` is 235: close the session.
+    """
 
 
 class LocalProtocolError(SMTPException):
@@ -140,6 +162,7 @@ __all__ = [
     "SMTPResponseException",
     "SMTPSenderRefused",
     "SMTPServerDisconnected",
+    "SMTPServerProofError",
     "SMTPTimeoutError",
     "SMTPTransactionError",
 ]

@@ -13,7 +13,7 @@ import copy
 import logging
 import socket
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from . import auth as _auth
 from .engine.commands import DSN, mail_params, size_limit
@@ -28,6 +28,7 @@ from .errors import (
     SMTPNotSupportedError,
     SMTPRecipientsRefused,
     SMTPSenderRefused,
+    SMTPServerProofError,
 )
 from .sources import Source, flatten, to_seven_bit
 
@@ -56,6 +57,9 @@ def hello(session: Session, name: str, verb: str = "EHLO") -> Steps:
     reply: Reply = yield from session.ehlo(name, verb)
     if 200 <= reply.code <= 299:
         return None
+    if reply.code == ReplyCode.SERVICE_NOT_AVAILABLE:
+        # RFC 5321 §3.8: the session is closed; HELO would go nowhere.
+        raise SMTPHeloError(reply.code, reply.message, reply)
     reply = yield from session.helo(name)
     if not 200 <= reply.code <= 299:
         raise SMTPHeloError(reply.code, reply.message, reply)
@@ -85,6 +89,47 @@ def authenticate(
     raise SMTPAuthenticationError(reply.code, reply.message, reply)
 
 
+def authenticate_with(
+    session: Session,
+    name: str,
+    mechanism: _auth.Mechanism,
+    initial_response_ok: bool,
+    max_challenges: int,
+) -> Steps:
+    """One AUTH exchange answered by an :mod:`smtpc.auth` mechanism object.
+
+    Raises:
+        SMTPServerProofError: the server did not prove that it knows the
+            password (SCRAM).
+        SMTPAuthenticationError: the server refused, with the mechanism's
+            ``error_detail`` in the message; or sent a challenge the
+            mechanism cannot answer, and the exchange was cancelled.
+    """
+    try:
+        result: tuple[int, bytes] = yield from authenticate(
+            session, name, mechanism.respond, initial_response_ok, max_challenges
+        )
+    except _auth.ChallengeError as exc:
+        reply = session.last_reply
+        code = -1 if reply is None else reply.code
+        error = (
+            SMTPServerProofError
+            if isinstance(exc, _auth.ServerProofError)
+            else SMTPAuthenticationError
+        )
+        raise error(code, str(exc), reply) from exc
+    except SMTPAuthenticationError as exc:
+        exc.detail = getattr(mechanism, "error_detail", None)
+        raise
+    finish = getattr(mechanism, "finish", None)
+    if finish is not None and result[0] == ReplyCode.AUTH_SUCCESSFUL:
+        try:
+            finish()
+        except _auth.ServerProofError as exc:
+            raise SMTPServerProofError(result[0], str(exc), session.last_reply) from exc
+    return result
+
+
 def login(
     session: Session,
     mechanisms: Sequence[str],
@@ -92,9 +137,9 @@ def login(
 ) -> Steps:
     """Try ``mechanisms`` in order until one is accepted.
 
-    After a 535 (credentials refused) no weaker mechanism is tried, so the
-    password is not offered again in a weaker form; after other refusals the
-    next mechanism is tried, as in smtplib.
+    After a 535 (credentials refused) or a cancelled exchange no weaker
+    mechanism is tried, so the password is not offered again in a weaker
+    form; after other refusals the next mechanism is tried, as in smtplib.
 
     Raises:
         SMTPNotSupportedError: the server offers no AUTH.
@@ -111,7 +156,10 @@ def login(
             code, text = yield from auth_step(mechanism)
         except SMTPAuthenticationError as exc:
             last = exc
-            if exc.smtp_code == ReplyCode.AUTH_FAILED:
+            # A cancelled exchange (the server's challenge made no sense, or
+            # its SCRAM proof was wrong) is not a reason to weaken either.
+            cancelled = isinstance(exc.__cause__, _auth.ChallengeError)
+            if exc.smtp_code == ReplyCode.AUTH_FAILED or cancelled:
                 break
             continue
         if code in (ReplyCode.AUTH_SUCCESSFUL, ReplyCode.BAD_SEQUENCE):
@@ -179,8 +227,7 @@ def prepare_envelope(
         # RFC 8689 §4.1: the message must not go out over a weaker path.
         if not (session.tls and "requiretls" in features):
             raise SMTPNotSupportedError(
-                "REQUIRETLS needs a TLS session with a server that offers "
-                "REQUIRETLS"
+                "REQUIRETLS needs a TLS session with a server that offers REQUIRETLS"
             )
         params.append("REQUIRETLS")
     if dsn is not None and "dsn" not in features:
@@ -405,6 +452,7 @@ class ClientState:
     """
 
     _session: Session
+    _host: str
     debuglevel = 0
     user: str | None = None
     password: str | None = None
@@ -511,30 +559,67 @@ class ClientState:
     def _auth_steps(
         self,
         mechanism: str,
-        authobject: AuthObject,
+        authobject: AuthObject | _auth.Mechanism,
         initial_response_ok: bool,
         max_challenges: int,
     ) -> Steps:
         """One AUTH exchange answered by an smtplib auth object."""
+        from .tls import is_loopback
+
+        if not self._session.tls and not is_loopback(self._host):
+            session_log.warning(
+                "AUTH %s over a clear-text session to %s", mechanism, self._host
+            )
         self._auth_challenge_count = 0
-        respond = self._responder(authobject)
+        if callable(getattr(authobject, "respond", None)):
+            # A mechanism object from smtpc.auth rather than a callable.
+            mech = cast(_auth.Mechanism, authobject)
+            return authenticate_with(
+                self._session, mechanism, mech, initial_response_ok, max_challenges
+            )
+        respond = self._responder(cast(AuthObject, authobject))
         return authenticate(
             self._session, mechanism, respond, initial_response_ok, max_challenges
         )
 
     def _login_steps(
-        self, user: str, password: str, initial_response_ok: bool, max_challenges: int
+        self,
+        user: str,
+        password: _auth.Token,
+        initial_response_ok: bool,
+        max_challenges: int,
+        mechanism: str | _auth.Mechanism | None = None,
     ) -> Steps:
-        """``login()``: each mechanism both sides know, strongest first."""
-        self.user, self.password = user, password
-
-        def auth_step(mechanism: str) -> Steps:
-            method = getattr(self, "auth_" + mechanism.lower().replace("-", "_"))
-            return self._auth_steps(
-                mechanism, method, initial_response_ok, max_challenges
+        """``login()``: the mechanism asked for, or each mechanism both sides
+        know, strongest first."""
+        if mechanism is None and not isinstance(password, str):
+            raise TypeError(
+                "a token callable needs mechanism='XOAUTH2' or 'OAUTHBEARER'"
             )
+        self.user = user
+        self.password = password if isinstance(password, str) else None
 
-        return login(self._session, mechanisms_for(self._session), auth_step)
+        def auth_step(name: str) -> Steps:
+            if mechanism is not None and not isinstance(mechanism, str):
+                return self._auth_steps(
+                    name, mechanism, initial_response_ok, max_challenges
+                )
+            # smtplib's auth_<name> methods first, so subclasses keep working.
+            method = getattr(self, "auth_" + name.lower().replace("-", "_"), None)
+            if method is None:
+                method = _auth.create(name, user, password)
+            return self._auth_steps(name, method, initial_response_ok, max_challenges)
+
+        if mechanism is None:
+            names = mechanisms_for(self._session)
+        else:
+            name = mechanism if isinstance(mechanism, str) else mechanism.name
+            name = name.upper()
+            if isinstance(mechanism, str):
+                _auth.create(name, user, password)  # refuse bad names up front
+            offered = self._session.features.get("auth", "").upper().split()
+            names = [name] if name in offered else []
+        return login(self._session, names, auth_step)
 
     def auth_cram_md5(self, challenge: bytes | None = None) -> str | None:
         """The CRAM-MD5 answer for ``login()`` credentials."""

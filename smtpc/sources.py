@@ -2,7 +2,8 @@
 second copy of the message.
 
 Accepted: bytes-like objects, ``str`` (ASCII, as smtplib), binary files,
-iterables of byte chunks, and ``email.message.Message`` objects.
+iterables of byte chunks, ``email.message.Message`` objects, and messages
+composed with :class:`smtpc.mime.Message`.
 """
 
 from __future__ import annotations
@@ -105,6 +106,10 @@ def open_source(msg: Any, chunk_size: int = CHUNK_SIZE) -> Source:
         return Source(_read_file(msg, chunk_size), _file_size(msg), None, False)
     if _is_email_message(msg):
         return from_bytes(flatten(msg))
+    composed = sys.modules.get("smtpc.mime")
+    if composed is not None and isinstance(msg, composed.Message):
+        # A composed message streams its parts and knows its size.
+        return msg.as_source()  # type: ignore[no-any-return]
     if isinstance(msg, Iterable):
         return Source(_checked(msg), None, None, False)
     raise TypeError(

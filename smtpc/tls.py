@@ -21,3 +21,16 @@ def unverified_context() -> ssl.SSLContext:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine's loopback: ``localhost``, an
+    address in 127.0.0.0/8 or ::1, or a Unix socket path."""
+    import ipaddress
+
+    if host == "localhost" or host.startswith("/"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

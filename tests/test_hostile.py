@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from servers import AUTH_PASSWORD, AUTH_USER
 
 import smtpc
+import smtpc.tls
 from smtpc import core
 
 GREETING = b"220 mx.example.net ESMTP\r\n"
@@ -344,3 +346,65 @@ def test_no_second_mechanism_after_credentials_are_refused(
     assert verbs(server)[:3] == [b"EHLO", b"AUTH", verbs(server)[2]]
     assert verbs(server).count(b"AUTH") == 1
     assert b"secret" not in bytes(server.received)
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("localhost", True),
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("/run/lmtp.sock", True),
+        ("192.0.2.1", False),
+        ("mail.example.net", False),
+        ("::ffff:192.0.2.1", False),
+    ],
+)
+def test_is_loopback(host: str, loopback: bool) -> None:
+    assert smtpc.tls.is_loopback(host) is loopback
+
+
+def test_clear_text_auth_to_another_host_warns(
+    smtp_server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = smtp_server(auth=True)
+    with smtpc.SMTP(server.host, server.port) as client:
+        client.login(AUTH_USER, AUTH_PASSWORD)
+        assert "clear-text" not in caplog.text
+        # The warning goes by the name the session was opened with.
+        client._host = "mail.example.net"
+        client.ehlo()
+        with caplog.at_level("WARNING", logger="smtpc.session"):
+            client.login(AUTH_USER, AUTH_PASSWORD)
+    assert "over a clear-text session to mail.example.net" in caplog.text
+    assert AUTH_PASSWORD not in caplog.text
+
+
+def test_cli_refuses_clear_text_auth_to_another_host_before_connecting(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from smtpc import cli
+
+    def no_connection(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the CLI tried to connect")
+
+    monkeypatch.setattr(socket, "create_connection", no_connection)
+    monkeypatch.setenv("SMTP_PASSWORD", "secret")
+    status = cli.main(
+        [
+            "send",
+            "--server",
+            "mail.example.net:25",
+            "--user",
+            "me",
+            "--from",
+            "a@example.com",
+            "--to",
+            "b@example.org",
+            "-",
+        ]
+    )
+    assert status == 2
+    assert "refusing to send a password without TLS" in capsys.readouterr().err

@@ -254,6 +254,9 @@ class Session:
 
         Raises:
             RemoteProtocolError: more than ``max_challenges`` challenges.
+            ValueError: ``respond`` raised it for a challenge; the exchange
+                was cancelled with ``*`` first, and ``last_reply`` holds the
+                server's answer to that.
         """
         from ..errors import RemoteProtocolError
 
@@ -281,7 +284,14 @@ class Session:
                 # RFC 4954 §4: a challenge we cannot decode is answered "*".
                 self.send(b"*")
             else:
-                answer = respond(challenge)
+                try:
+                    answer = respond(challenge)
+                except ValueError:
+                    # RFC 4954 §4: a mechanism that cannot answer cancels with
+                    # "*"; the server's 501 leaves the session usable.
+                    self.send(b"*")
+                    yield READ
+                    raise
                 self.send(core.b64encode(answer or b""), shown=b"****")
             reply = yield READ
         return reply
