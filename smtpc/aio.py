@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 __all__ = ["LMTP", "SMTP"]
 
 _MAXCHALLENGE = 5
+_CLOSE_WAIT = 1.0  # seconds a closing transport gets to finish (TLS close_notify)
 # Reading pauses while this much is received and not yet read: a session
 # needs one reply at a time, so a server cannot make the client buffer more.
 _RECEIVE_LIMIT = 64 * 1024
@@ -74,6 +75,7 @@ class _Connection(asyncio.Protocol):
         self._chunks: list[bytes] = []
         self._size = 0
         self._eof = False
+        self._lost = False
         self._error: BaseException | None = None
         self._reading_paused = False
         self._writing_paused = False
@@ -101,6 +103,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._eof = True
+        self._lost = True
         self._error = exc
         self._wake()
 
@@ -117,6 +120,20 @@ class _Connection(asyncio.Protocol):
     def buffered(self) -> int:
         """Octets received and not yet read."""
         return self._size
+
+    async def closed(self, timeout: float) -> None:
+        """Wait until the transport has closed, aborting it after ``timeout``:
+        a TLS transport closes only once its close_notify exchange is done."""
+        try:
+            async with asyncio.timeout(timeout):
+                while not self._lost:
+                    await self._wait()
+        except TimeoutError:
+            if self.transport is not None:
+                self.transport.abort()
+                # abort() closes the socket from the next loop iteration.
+                while not self._lost:
+                    await asyncio.sleep(0)
 
     async def receive(self) -> bytes:
         """What the server sent since the last call; ``b""`` at end of file.
@@ -231,6 +248,7 @@ class SMTP(operations.ClientState):
         self.local_hostname = local_hostname or operations.local_name()
         self._transport: asyncio.Transport | None = None
         self._conn: _Connection | None = None
+        self._closing: _Connection | None = None
         self._starttls_context: ssl.SSLContext | None = None
         self._session = self._new_session()
         self._session.state = State.CLOSED
@@ -262,7 +280,7 @@ class SMTP(operations.ClientState):
         except SMTPServerDisconnected:
             pass
         finally:
-            self.close()
+            await self.wait_closed()
 
     @property
     def is_connected(self) -> bool:
@@ -421,8 +439,11 @@ class SMTP(operations.ClientState):
 
     def _close_transport(self) -> None:
         self._session.state = State.CLOSED
-        transport, self._transport, self._conn = self._transport, None, None
+        transport, conn = self._transport, self._conn
+        self._transport = self._conn = None
         if transport is not None:
+            # Kept so that wait_closed() can wait for the transport to go.
+            self._closing = conn
             transport.close()
 
     # -- connection -----------------------------------------------------------
@@ -516,10 +537,17 @@ class SMTP(operations.ClientState):
         """Close the connection to the server (no QUIT)."""
         self._close_transport()
 
+    async def wait_closed(self) -> None:
+        """Close, and wait (at most a second) until the transport is gone."""
+        self._close_transport()
+        conn, self._closing = self._closing, None
+        if conn is not None:
+            await conn.closed(_CLOSE_WAIT)
+
     async def quit(self) -> tuple[int, bytes]:
         """QUIT, then close."""
         reply: Reply = await self._run(self._session.quit())
-        self.close()
+        await self.wait_closed()
         return reply.as_tuple()
 
     # -- commands -------------------------------------------------------------

@@ -218,9 +218,7 @@ def _measure(args: argparse.Namespace) -> int:
         from . import benchmark
 
         try:
-            result = benchmark.compare(
-                args.messages, args.size, args.rounds, args.sink
-            )
+            result = benchmark.compare(args.messages, args.size, args.rounds, args.sink)
         except (ValueError, RuntimeError, OSError) as exc:
             print(f"smtpc: {exc}", file=sys.stderr)
             return 2
@@ -451,7 +449,6 @@ def _send_composed(args: argparse.Namespace, host: str, port: int) -> int:
     message = _compose(args)
     client = _connect(args, host, port)
     try:
-        message.negotiate(client.esmtp_features)
         try:
             result = client.deliver(message.from_addr, message.recipients, message)
         except SMTPException as exc:

@@ -585,8 +585,9 @@ class Message:
         """Pick transfer encodings a server with these extension keywords takes.
 
         ``features`` maps lower-case extension keywords to their parameters,
-        as ``SMTP.esmtp_features`` once EHLO has been sent. With 8BITMIME, text with 8-bit
-        octets and short lines goes as 8bit; without it, as quoted-printable.
+        as ``SMTP.esmtp_features`` once EHLO has been sent. With 8BITMIME,
+        text with 8-bit octets and short lines goes as 8bit; without it, as
+        quoted-printable.
         Binary parts stay base64: smtpc makes line breaks CRLF in BDAT
         chunks too and does not declare ``BODY=BINARYMIME``.
         """

@@ -12,6 +12,7 @@ import contextlib
 import copy
 import logging
 import socket
+import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
@@ -389,6 +390,10 @@ def transaction(
     from .sources import open_source
 
     recipients = [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)
+    mime = sys.modules.get("smtpc.mime")
+    if mime is not None and isinstance(msg, mime.Message):
+        # A composed message picks encodings the server takes (RFC 6152).
+        msg.negotiate(session.features)
     source = open_source(msg)
     envelope = prepare_envelope(
         session,
