@@ -13,6 +13,8 @@ cdef enum:
     _MAX_PIECES = 64
     # Buffered octets up to this many go to the sink as a bytes copy.
     _SMALL_PIECE = 16
+    # Chunks of message content from this size on are encoded whole.
+    _WHOLE_CHUNK = 4096
 
 
 # Dot-stuffing state between two chunks of message content.

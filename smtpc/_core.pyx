@@ -837,7 +837,9 @@ cdef class Emitter:
     buffer, and go beside those views as views of the buffer, or as small
     bytes objects when only a few octets lie between two views. A sink call
     carries at most 64 pieces; write_data() hands every view of a chunk to
-    the sink before it returns.
+    the sink before it returns. A chunk of 4 KiB or more is encoded whole
+    and goes as one piece (the chunk itself when it needs no change), so
+    text with bare LF line endings leaves in large writes.
 
     Raises ValueError if ``size`` is below MIN_BUFFER_SIZE.
     """
@@ -948,6 +950,16 @@ cdef class Emitter:
 
         _get_buffer(data, &view)
         try:
+            if view.len >= _WHOLE_CHUNK:
+                # A large chunk is encoded whole and sent in one piece: for
+                # text with bare LF that is one copy instead of two pieces a
+                # line. Content that needs no change comes back as the
+                # caller's own object, and goes without a copy.
+                encoded = _encode(&self._data, data, &view)
+                self._queue_buffered()
+                self._append(encoded)
+                self._flush()
+                return
             _scan_init(&sc, &self._data, view.buf, view.len)
             while True:
                 code = _next_run(&sc, &a, &b)
