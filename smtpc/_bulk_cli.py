@@ -425,8 +425,8 @@ async def _send(
 
 def _pool(args: argparse.Namespace) -> Any:
     from .cli import _password, _tls_context
-    from .tls import is_loopback
     from .pool import Pool
+    from .tls import is_loopback
 
     host, _, port = (args.server or "localhost:25").rpartition(":")
     if not host:

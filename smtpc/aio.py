@@ -29,7 +29,6 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import core, operations
-from .auth import Mechanism
 from .client import (
     _GLOBAL_DEFAULT_TIMEOUT,
     DEFAULT_TIMEOUT,
@@ -55,6 +54,8 @@ from .errors import (
 if TYPE_CHECKING:
     import ssl
     from types import TracebackType
+
+    from .auth import Mechanism
 
 __all__ = ["LMTP", "SMTP"]
 

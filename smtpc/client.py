@@ -22,7 +22,6 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import core, operations
-from .auth import Mechanism
 from .engine.commands import DSN, addr_only, encode_path, quoteaddr
 from .engine.replies import Reply, ReplyCode
 from .engine.session import READ, START_TLS, Session, State, Steps
@@ -40,6 +39,8 @@ from .sources import open_source
 
 if TYPE_CHECKING:
     import ssl
+
+    from .auth import Mechanism
 
 SMTP_PORT = 25
 SMTP_SSL_PORT = 465

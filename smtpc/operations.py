@@ -16,7 +16,6 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from . import auth as _auth
 from .engine.commands import DSN, mail_params, size_limit
 from .engine.replies import Reply, ReplyCode
 from .engine.session import Session, Steps
@@ -35,6 +34,8 @@ from .sources import Source, flatten, to_seven_bit
 
 if TYPE_CHECKING:
     import ssl
+
+    from . import auth as _auth
 
 AuthObject = Callable[..., "str | bytes | None"]
 
@@ -106,6 +107,8 @@ def authenticate_with(
             ``error_detail`` in the message; or sent a challenge the
             mechanism cannot answer, and the exchange was cancelled.
     """
+    from . import auth as _auth
+
     try:
         result: tuple[int, bytes] = yield from authenticate(
             session, name, mechanism.respond, initial_response_ok, max_challenges
@@ -147,6 +150,8 @@ def login(
         SMTPException: no mechanism in common.
         SMTPAuthenticationError: the last refusal.
     """
+    from . import auth as _auth
+
     if "auth" not in session.features:
         raise SMTPNotSupportedError("SMTP AUTH extension not supported by server.")
     if not mechanisms:
@@ -171,6 +176,8 @@ def login(
 
 def mechanisms_for(session: Session) -> list[str]:
     """The AUTH mechanisms to try, strongest first, among those offered."""
+    from . import auth as _auth
+
     return _auth.choose(session.features.get("auth", ""))
 
 
@@ -569,6 +576,7 @@ class ClientState:
         max_challenges: int,
     ) -> Steps:
         """One AUTH exchange answered by an smtplib auth object."""
+        from . import auth as _auth
         from .tls import is_loopback
 
         if not self._session.tls and not is_loopback(self._host):
@@ -597,6 +605,8 @@ class ClientState:
     ) -> Steps:
         """``login()``: the mechanism asked for, or each mechanism both sides
         know, strongest first."""
+        from . import auth as _auth
+
         if mechanism is None and not isinstance(password, str):
             raise TypeError(
                 "a token callable needs mechanism='XOAUTH2' or 'OAUTHBEARER'"
@@ -628,6 +638,8 @@ class ClientState:
 
     def auth_cram_md5(self, challenge: bytes | None = None) -> str | None:
         """The CRAM-MD5 answer for ``login()`` credentials."""
+        from . import auth as _auth
+
         mech = _auth.CramMD5(self.user or "", self.password or "")
         answer = mech.respond(challenge)
         return None if answer is None else answer.decode("utf-8")
