@@ -26,6 +26,11 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# The private Postfix instance of the tests (tests/postfix.py), for BDAT:
+# appended, so that ``conftest`` stays this file.
+sys.path.append(str(ROOT / "tests"))
+from postfix import PostfixServer, postfix_server  # noqa: E402, F401 - a fixture
+
 WORKER = Path(__file__).resolve().parent / "_worker.py"
 HOST = "127.0.0.1"
 SMTP_SINK = Path("/usr/sbin/smtp-sink")
@@ -125,14 +130,20 @@ def worker_env(core: str = "c") -> dict[str, str]:
 
 
 def run_worker(
-    task: str, args: dict[str, Any], *, core: str = "c", cpu: int | None = None
+    task: str,
+    args: dict[str, Any],
+    *,
+    core: str = "c",
+    cpu: int | None = None,
+    script: Path = WORKER,
 ) -> dict[str, Any]:
     """Run one client in a fresh interpreter; its JSON result.
 
-    ``core`` picks smtpc's core for the child; ``cpu`` pins the child to it.
+    ``core`` picks smtpc's core for the child; ``cpu`` pins the child to it;
+    ``script`` is the worker that runs ``task``.
     """
     done = subprocess.run(
-        pinned([sys.executable, str(WORKER), task, json.dumps(args)], cpu),
+        pinned([sys.executable, str(script), task, json.dumps(args)], cpu),
         capture_output=True,
         text=True,
         env=worker_env(core),

@@ -311,6 +311,30 @@ S: 250 accepted
     play.finish()
 
 
+def test_small_message_goes_with_its_envelope_in_one_group() -> None:
+    # RFC 3030 §4.2 with RFC 2920: one round trip for the whole transaction.
+    play = start(
+        """\
+S: 220 mx
+C: EHLO client.example.com
+S: 250-mx
+S: 250-PIPELINING
+S: 250 CHUNKING
+C: MAIL FROM:<a@example.com>
+C: RCPT TO:<b@example.org>
+C: BDAT 4 LAST
+C: hi
+S: 250 ok
+S: 250 ok
+S: 250 accepted
+"""
+    )
+    result = send(play, ["b@example.org"], [b"hi\n"], single_chunk=True)
+    assert result.final.message == b"accepted"  # type: ignore[attr-defined]
+    assert result.delivered  # type: ignore[attr-defined]
+    play.finish()
+
+
 def test_chunking_can_be_turned_off() -> None:
     play = start(
         """\

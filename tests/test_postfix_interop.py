@@ -387,10 +387,19 @@ def test_every_recipient_refused_raises_recipients_refused(
             client.sendmail(SENDER, ["nobody1@example.test"], message(new_token(), b""))
         assert client.noop()[0] == 250
     assert info.value.recipients["nobody1@example.test"][0] == 550
-    # No content was sent, and the transaction was reset.
+    # The transaction was reset. With BDAT the small content went with the
+    # envelope (one round trip) and the server refused it; with DATA no
+    # content was sent.
     lines = transaction(wire)
     verbs = [verb.upper() for verb in sent_verbs(lines)]
-    assert "BDAT" not in verbs
+    if chunking:
+        assert verbs == ["MAIL", "RCPT", "BDAT", "RSET", "NOOP", "QUIT"]
+        bdat_reply = lines[
+            lines.index(next(x for x in lines if x.startswith("> BDAT"))) + 3
+        ]
+        assert bdat_reply.startswith("< 5")
+    else:
+        assert "BDAT" not in verbs
     assert verbs[-3:] == ["RSET", "NOOP", "QUIT"]
     if not chunking:
         # RFC 2920 §3.1: the pipelined DATA meets a server with no recipient.
@@ -415,9 +424,9 @@ def test_pipelining_groups_the_commands(
     first_reply = next(i for i, line in enumerate(lines) if line.startswith("< "))
     if pipelining:
         # RFC 2920 §3.1: MAIL, every RCPT and DATA go out before the first
-        # reply is read. The first BDAT waits for the RCPT replies, so that no
-        # content is sent when every recipient is refused.
-        group = ["MAIL", "RCPT", "RCPT", "RCPT"] + ([] if chunking else ["DATA"])
+        # reply is read; a small message in one chunk goes in the same group
+        # as BDAT LAST (RFC 3030 §4.2), one round trip in all.
+        group = ["MAIL", "RCPT", "RCPT", "RCPT"] + (["BDAT"] if chunking else ["DATA"])
         assert sent_verbs(lines[:first_reply]) == group
     else:
         assert sent_verbs(lines[:first_reply]) == ["MAIL"]

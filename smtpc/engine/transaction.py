@@ -24,6 +24,7 @@ _QUEUE_ID = re.compile(
     rb"(?:queued as|queue id|id=|ok:? queued as)\s*<?([A-Za-z0-9._@\-]+)>?", re.I
 )
 _DRAIN_EVERY = 16  # chunks between DRAIN steps while streaming content
+_EAGER_BDAT = 16 * 1024  # largest content sent before the RCPT replies
 
 
 @dataclass(slots=True)
@@ -181,6 +182,16 @@ def run_transaction(
         check_command(line, limit)
     result.recipients = [RecipientResult(a) for a in envelope.forward_paths]
 
+    # A small single-chunk message goes with its envelope as BDAT LAST in
+    # the same group (RFC 3030 §4.2): one round trip for the transaction.
+    # Should every recipient be refused, the server refuses the chunk too.
+    eager: bytes | bytearray | None = None
+    if pipelining and use_bdat and single_chunk:
+        (only,) = chunks
+        normalised = _LineEndings().normalise(only)
+        if len(normalised) <= _EAGER_BDAT:
+            eager = normalised
+
     try:
         # 2. RFC 2920 §3.1: MAIL, the RCPTs and DATA in one group; without
         #    PIPELINING each command waits for its reply.
@@ -197,14 +208,19 @@ def run_transaction(
                 if session.state is State.CLOSED:
                     return result
         if pipelining:
-            if not use_bdat:
+            if eager is not None:
+                session.send(b"BDAT %d LAST" % len(eager))
+                emitter.write(eager)
+            elif not use_bdat:
                 session.send(b"DATA")
             result.mail = yield READ
             session.after("MAIL", result.mail)
             for recipient in result.recipients:
                 recipient.reply = yield READ
-            if not use_bdat:
+            if eager is not None or not use_bdat:
                 result.data = yield READ
+            if eager is not None:
+                result.final = result.data
             if session.state is State.CLOSED:
                 return result
         if result.mail is None or result.mail.code != ReplyCode.COMPLETED:
@@ -220,8 +236,10 @@ def run_transaction(
                 result.final = yield READ
             return (yield from _abandon(session, result))
 
-        # 3. The message content.
-        if use_bdat:
+        # 3. The message content, unless it went with the envelope.
+        if eager is not None:
+            pass
+        elif use_bdat:
             yield from _send_bdat(session, result, chunks, pipelining, single_chunk)
         else:
             if result.data is None:
