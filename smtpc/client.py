@@ -18,7 +18,7 @@ import logging
 import socket
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import core, operations
@@ -635,6 +635,39 @@ class SMTP(operations.ClientState):
         self.last_result = result
         operations.log_transaction(self._host, result)
         return result
+
+    def deliver_many(
+        self, messages: Iterable[tuple[str, str | Sequence[str], Any]]
+    ) -> list[TransactionResult]:
+        """Send ``(from_addr, to_addrs, msg)`` messages back to back.
+
+        With PIPELINING each message's end of content goes in one write with
+        the next message's MAIL, RCPT and DATA (RFC 2920 §3.1), so a message
+        costs about one round trip instead of two.
+
+        Returns:
+            One :class:`~smtpc.engine.TransactionResult` per message, in order.
+
+        Raises:
+            what :meth:`deliver` raises, for the message that has it; the
+            results before it are in :attr:`last_results`.
+        """
+        self.ehlo_or_helo_if_needed()
+        results: list[TransactionResult] = []
+        self.last_results = results
+        steps = operations.many(
+            self._session,
+            messages,
+            results.append,
+            pipelining=self.pipelining,
+            chunking=self.chunking,
+        )
+        self._run(steps)
+        for result in results:
+            operations.log_transaction(self._host, result)
+        if results:
+            self.last_result = results[-1]
+        return results
 
     def sendmail(
         self,

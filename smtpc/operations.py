@@ -13,7 +13,7 @@ import copy
 import logging
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from .engine.commands import DSN, mail_params, size_limit
@@ -427,6 +427,42 @@ def transaction(
         if hidden is not None:
             features["pipelining"] = hidden
     return result
+
+
+def many(
+    session: Session,
+    messages: Iterable[tuple[str, str | Sequence[str], Any]],
+    done: Callable[[TransactionResult], object],
+    *,
+    pipelining: bool = True,
+    chunking: bool = True,
+) -> Steps:
+    """Mail transactions back to back for ``(from_addr, to_addrs, msg)``
+    triples; with PIPELINING each message's end leads the next one's
+    commands (RFC 2920 §3.1). ``done`` gets each result in order.
+
+    Raises:
+        what :func:`prepare_envelope` raises, for the message that has it;
+        the messages before it are finished and reported first.
+    """
+    from .engine.transaction import run_many
+    from .sources import open_source
+
+    def transactions() -> Iterator[tuple[Envelope, Any, bool]]:
+        for from_addr, to_addrs, msg in messages:
+            recipients = [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)
+            source = open_source(msg)
+            envelope = prepare_envelope(session, from_addr, recipients, source, (), ())
+            yield envelope, source.chunks, source.single
+
+    features = session.features
+    hidden = None if pipelining else features.pop("pipelining", None)
+    try:
+        yield from run_many(session, transactions(), done, chunking=chunking)
+    finally:
+        if hidden is not None:
+            features["pipelining"] = hidden
+    return None
 
 
 def log_transaction(host: str, result: TransactionResult) -> None:

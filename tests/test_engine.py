@@ -24,6 +24,7 @@ from smtpc.engine import (
     Steps,
     run_transaction,
 )
+from smtpc.engine.transaction import run_many
 from smtpc.errors import (
     LocalProtocolError,
     RemoteProtocolError,
@@ -332,6 +333,56 @@ S: 250 accepted
     result = send(play, ["b@example.org"], [b"hi\n"], single_chunk=True)
     assert result.final.message == b"accepted"  # type: ignore[attr-defined]
     assert result.delivered  # type: ignore[attr-defined]
+    play.finish()
+
+
+def test_messages_back_to_back_take_one_group_each() -> None:
+    # RFC 2920 §3.1: the end of one message's content leads the next group.
+    play = start(
+        EHLO_PIPELINING
+        + """\
+C: MAIL FROM:<a@example.com>
+C: RCPT TO:<b@example.org>
+C: DATA
+S: 250 ok
+S: 250 ok
+S: 354 go
+C: one
+C: .
+C: MAIL FROM:<a@example.com>
+C: RCPT TO:<nobody@example.org>
+C: DATA
+S: 250 queued as ONE
+S: 250 ok
+S: 550 5.1.1 no such user
+S: 554 no valid recipients
+C: RSET
+S: 250 reset
+C: MAIL FROM:<a@example.com>
+C: RCPT TO:<c@example.org>
+C: DATA
+S: 250 ok
+S: 250 ok
+S: 354 go
+C: three
+C: .
+S: 451 4.3.0 try later
+"""
+    )
+    jobs = [
+        (Envelope("a@example.com", [rcpt]), [body], False)
+        for rcpt, body in [
+            ("b@example.org", b"one\n"),
+            ("nobody@example.org", b"two\n"),
+            ("c@example.org", b"three\n"),
+        ]
+    ]
+    results: list[object] = []
+    play.run(run_many(play.session, jobs, results.append))
+    assert [r.queue_id for r in results] == ["ONE", None, None]  # type: ignore[attr-defined]
+    assert [r.delivered for r in results] == [True, False, False]  # type: ignore[attr-defined]
+    assert results[2].final.code == 451  # type: ignore[attr-defined]
+    assert play.session.state is State.READY
     play.finish()
 
 

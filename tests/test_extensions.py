@@ -223,3 +223,37 @@ def test_pipelining_sends_mail_rcpt_and_data_before_any_reply() -> None:
     assert server.group == (
         b"MAIL FROM:<sender@example.com>\r\nRCPT TO:<rcpt@example.org>\r\nDATA\r\n"
     )
+
+
+def test_deliver_many_pipelines_each_message_behind_the_last(
+    smtp_sink: Any,
+) -> None:
+    messages = [
+        (SENDER, [f"r{i}@example.org"], b"Subject: %d\r\n\r\nbody %d\r\n" % (i, i))
+        for i in range(5)
+    ]
+    with smtpc.SMTP(smtp_sink.host, smtp_sink.port) as client:
+        client.ehlo()
+        assert client.has_extn("pipelining")
+        results = client.deliver_many(messages)
+    assert [r.delivered for r in results] == [True] * 5
+    assert [r.recipients[0].address for r in results] == [
+        f"r{i}@example.org" for i in range(5)
+    ]
+    stored = smtp_sink.messages(5)
+    assert sorted(m.content for m in stored) == [m[2] for m in messages]
+
+
+def test_deliver_many_reports_each_refusal_in_order(smtpd: Any) -> None:
+    messages = [
+        (SENDER, ["a@example.org"], b"one\r\n"),
+        (SENDER, ["refuse@example.org"], b"two\r\n"),
+        (SENDER, ["b@example.org", "defer@example.org"], b"three\r\n"),
+    ]
+    with smtpc.SMTP(smtpd.host, smtpd.port) as client:
+        results = client.deliver_many(messages)
+    assert [r.delivered for r in results] == [True, False, True]
+    assert results[1].refused["refuse@example.org"][0] == 550
+    assert list(results[2].refused) == ["defer@example.org"]
+    assert results[2].refused["defer@example.org"][0] == 451
+    assert [e.original_content for e in smtpd.envelopes] == [b"one\r\n", b"three\r\n"]

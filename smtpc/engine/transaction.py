@@ -11,7 +11,7 @@ session reset (RSET) or closed (after a 421).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import SMTPServerDisconnected
@@ -23,6 +23,7 @@ from .session import DRAIN, READ, Session, State, Steps
 _QUEUE_ID = re.compile(
     rb"(?:queued as|queue id|id=|ok:? queued as)\s*<?([A-Za-z0-9._@\-]+)>?", re.I
 )
+Chunk = bytes | bytearray | memoryview
 _DRAIN_EVERY = 16  # chunks between DRAIN steps while streaming content
 _EAGER_BDAT = 16 * 1024  # largest content sent before the RCPT replies
 
@@ -145,6 +146,8 @@ def run_transaction(
     *,
     chunking: bool = True,
     single_chunk: bool = False,
+    pending: TransactionResult | None = None,
+    defer_final: bool = False,
 ) -> Steps:
     """MAIL, RCPT for each forward-path, then DATA or BDAT.
 
@@ -152,11 +155,20 @@ def run_transaction(
         chunks: the message content, in chunks of any size.
         chunking: use BDAT when the server offers CHUNKING.
         single_chunk: ``chunks`` holds one chunk only (``BDAT n LAST``).
+        pending: an earlier transaction whose final reply is still to come:
+            it is read after this transaction's first group is sent.
+        defer_final: after DATA's content with PIPELINING, return without
+            reading the final reply; pass the result as the next call's
+            ``pending``, or read it with :func:`finish_pending`.
 
     Returns:
         The :class:`TransactionResult`; the session is ready for the next
         transaction, or closed after a 421.
     """
+    if pending is not None:
+        # RFC 5321 §4.1.1.4: the final reply ends the transaction, whatever
+        # it says, so the next one may already be on its way.
+        session.state = State.READY
     session.check("MAIL")
     pipelining = session.has_extn("pipelining")
     use_bdat = chunking and session.has_extn("chunking")
@@ -192,9 +204,14 @@ def run_transaction(
         if len(normalised) <= _EAGER_BDAT:
             eager = normalised
 
+    if pending is not None and not (pipelining and not use_bdat):
+        yield from finish_pending(session, pending)
+        pending = None
+
     try:
         # 2. RFC 2920 §3.1: MAIL, the RCPTs and DATA in one group; without
-        #    PIPELINING each command waits for its reply.
+        #    PIPELINING each command waits for its reply. The end of an
+        #    earlier message's content may lead the group.
         session.send(mail_line, limit=mail_limit)
         if not pipelining:
             result.mail = yield READ
@@ -213,6 +230,11 @@ def run_transaction(
                 emitter.write(eager)
             elif not use_bdat:
                 session.send(b"DATA")
+            if pending is not None:
+                yield from finish_pending(session, pending)
+                if session.state is State.CLOSED:
+                    return result
+                session.state = State.READY
             result.mail = yield READ
             session.after("MAIL", result.mail)
             for recipient in result.recipients:
@@ -253,6 +275,8 @@ def run_transaction(
                 if count % _DRAIN_EVERY == 0:
                     yield DRAIN
             emitter.end_data()
+            if defer_final and pipelining and not session.lmtp:
+                return result
             result.final = yield READ
 
         # 4. RFC 2033 §4.2: LMTP gives one reply per accepted recipient.
@@ -271,6 +295,64 @@ def run_transaction(
         result.error = exc
         exc.result = result  # type: ignore[attr-defined]
         raise
+
+
+def finish_pending(session: Session, result: TransactionResult) -> Steps:
+    """Read the final reply that ``defer_final`` left outstanding."""
+    try:
+        result.final = yield READ
+    except SMTPServerDisconnected as exc:
+        result.error = exc
+        raise
+    session.after("END", result.final)
+    return result
+
+
+def run_many(
+    session: Session,
+    transactions: Iterable[tuple[Envelope, Iterable[Chunk], bool]],
+    done: Callable[[TransactionResult], object],
+    *,
+    chunking: bool = True,
+) -> Steps:
+    """Transactions back to back: with PIPELINING and DATA, each message's
+    end of content leads the next transaction's group (RFC 2920 §3.1), so a
+    message costs about one round trip. ``done`` gets each result in order.
+
+    Raises:
+        ValueError, TypeError: a bad envelope or message; what was sent
+            before it is finished and reported first.
+    """
+    pending: TransactionResult | None = None
+    try:
+        for envelope, chunks, single in transactions:
+            result = yield from run_transaction(
+                session,
+                envelope,
+                chunks,
+                chunking=chunking,
+                single_chunk=single,
+                pending=pending,
+                defer_final=True,
+            )
+            if pending is not None:
+                done(pending)
+            # Content sent, final reply still to come (defer_final).
+            sent = result.data is not None and result.data.code == 354
+            pending = result if sent and result.final is None else None
+            if pending is None:
+                done(result)
+            if session.state is State.CLOSED:
+                return None
+    finally:
+        if (
+            pending is not None
+            and pending.final is None
+            and (session.state is not State.CLOSED)
+        ):
+            yield from finish_pending(session, pending)
+            done(pending)
+    return None
 
 
 def _abandon(session: Session, result: TransactionResult) -> Steps:
