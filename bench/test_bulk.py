@@ -11,9 +11,10 @@ messages and the difference used, so that its start-up is not counted.
 Memory: a BulkSender over 10 sessions fed distinct 2 KB messages from a
 generator. After a warm-up of 500 messages, the peak resident set over the one
 at that point (Linux's VmHWM, reset through /proc/self/clear_refs) and, in a
-second run with tracing on, tracemalloc's peak are read after 10,000 and after
-100,000 messages: the sender reads at most ``2 * size`` messages ahead, so
-neither may grow with the number of messages.
+second run with tracing on, tracemalloc's peak and what stays allocated after
+a garbage collection are read after 10,000 and after 100,000 messages: the
+sender reads at most ``2 * size`` messages ahead, so memory may not grow with
+the number of messages.
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ def bulk_memory(start_sink: Callable[..., Sink]) -> dict[str, dict[int, int]]:
         "rss": {int(k): v for k, v in plain["rss_peak"].items()},
         "traced": {int(k): v for k, v in traced["traced_peak"].items()},
         "rss_traced_run": {int(k): v for k, v in traced["rss_peak"].items()},
+        "live": {int(k): v for k, v in traced["traced_live"].items()},
     }
     record(
         "bulk sender memory, 10 sessions, messages from a generator",
@@ -106,6 +108,7 @@ def bulk_memory(start_sink: Callable[..., Sink]) -> dict[str, dict[int, int]]:
             f"{n:,}": v // KIB for n, v in figures["rss"].items()
         },
         tracemalloc_peak_kib={f"{n:,}": v // KIB for n, v in figures["traced"].items()},
+        tracemalloc_live_kib={f"{n:,}": v // KIB for n, v in figures["live"].items()},
         peak_rss_with_tracing_kib={
             f"{n:,}": v // KIB for n, v in figures["rss_traced_run"].items()
         },
@@ -157,10 +160,16 @@ def test_pool_matches_smtp_source(
     assert max(rates["smtpc-pool"], rates["smtpc-aio"]) >= rates["smtp-source"]
 
 
-def test_bulk_memory_does_not_grow(bulk_memory: dict[str, dict[int, int]]) -> None:
-    """Budget: 100,000 messages cost no more memory than 10,000, within 1 MiB."""
-    few, many = CHECKPOINTS
+def test_bulk_memory_bounded(bulk_memory: dict[str, dict[int, int]]) -> None:
+    """Budget: 100,000 messages peak within 1 MiB over the warmed-up process."""
     for kind in ("rss", "traced"):
-        assert bulk_memory[kind][many] <= MIB, kind
-        # Ten times the messages: at most 256 KiB more.
-        assert bulk_memory[kind][many] - bulk_memory[kind][few] <= 256 * KIB, kind
+        for count in CHECKPOINTS:
+            assert bulk_memory[kind][count] <= MIB, f"{kind}, {count} messages"
+
+
+def test_bulk_memory_does_not_grow(bulk_memory: dict[str, dict[int, int]]) -> None:
+    # The peaks wander by a few hundred KiB (sessions renewed every 1,000
+    # messages, replies in flight at one moment); what stays allocated must
+    # not grow: 2 KB a message would be 180 MB more at 100,000.
+    few, many = CHECKPOINTS
+    assert bulk_memory["live"][many] - bulk_memory["live"][few] <= 64 * KIB

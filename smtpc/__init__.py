@@ -38,7 +38,6 @@ from .errors import (
     SMTPServerDisconnected,
     SMTPServerProofError,
     SMTPTimeoutError,
-    SMTPTransactionError,
 )
 
 __version__ = "0.1.0"
@@ -109,7 +108,6 @@ __all__ = [
     "SMTPServerDisconnected",
     "SMTPServerProofError",
     "SMTPTimeoutError",
-    "SMTPTransactionError",
     "SMTP_PORT",
     "SMTP_SSL",
     "SMTP_SSL_PORT",

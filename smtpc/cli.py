@@ -389,6 +389,20 @@ def _envelope_from_headers(file: BinaryIO) -> tuple[str | None, list[str]]:
     return from_addr, [a[1] for a in getaddresses(fields) if a[1]]
 
 
+def _envelope_for(
+    args: argparse.Namespace, name: str, file: BinaryIO
+) -> tuple[str, list[str]]:
+    """The envelope the options give, completed from the message's headers."""
+    from_addr, to_addrs = args.from_addr, args.to
+    if (from_addr is None or not to_addrs) and file.seekable():
+        header_from, header_to = _envelope_from_headers(file)
+        from_addr = from_addr or header_from
+        to_addrs = to_addrs or header_to
+    if from_addr is None or not to_addrs:
+        raise ValueError(f"{name}: give --from and --to, or headers")
+    return from_addr, list(to_addrs)
+
+
 def _send_all(args: argparse.Namespace, host: str, port: int) -> int:
     from . import SMTPException
 
@@ -397,13 +411,7 @@ def _send_all(args: argparse.Namespace, host: str, port: int) -> int:
     try:
         for name in args.messages:
             with _open(name) as file:
-                from_addr, to_addrs = args.from_addr, args.to
-                if (from_addr is None or not to_addrs) and file.seekable():
-                    header_from, header_to = _envelope_from_headers(file)
-                    from_addr = from_addr or header_from
-                    to_addrs = to_addrs or header_to
-                if from_addr is None or not to_addrs:
-                    raise ValueError(f"{name}: give --from and --to, or headers")
+                from_addr, to_addrs = _envelope_for(args, name, file)
                 try:
                     result = client.deliver(from_addr, to_addrs, file)
                 except SMTPException as exc:
@@ -487,13 +495,7 @@ def _send_direct(args: argparse.Namespace) -> int:
     status = 0
     for name in args.messages:
         with _open(name) as file:
-            from_addr, to_addrs = args.from_addr, args.to
-            if (from_addr is None or not to_addrs) and file.seekable():
-                header_from, header_to = _envelope_from_headers(file)
-                from_addr = from_addr or header_from
-                to_addrs = to_addrs or header_to
-            if from_addr is None or not to_addrs:
-                raise ValueError(f"{name}: give --from and --to, or headers")
+            from_addr, to_addrs = _envelope_for(args, name, file)
             try:
                 result = router.deliver(from_addr, to_addrs, file)
             except ImportError as exc:

@@ -139,16 +139,6 @@ class RemoteProtocolError(SMTPResponseException):
     """
 
 
-class SMTPTransactionError(SMTPException):
-    """A mail transaction ended early; ``result`` tells which forward-paths
-    were accepted before that, and the reply or error that ended it.
-    """
-
-    def __init__(self, message: str, result: object):
-        super().__init__(message)
-        self.result = result
-
-
 __all__ = [
     "LocalProtocolError",
     "RemoteProtocolError",
@@ -164,5 +154,4 @@ __all__ = [
     "SMTPServerDisconnected",
     "SMTPServerProofError",
     "SMTPTimeoutError",
-    "SMTPTransactionError",
 ]
