@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # The private Postfix instance of the tests (tests/postfix.py), for BDAT:
 # appended, so that ``conftest`` stays this file.
 sys.path.append(str(ROOT / "tests"))
-from postfix import PostfixServer, postfix_server  # noqa: E402, F401 - a fixture
+from postfix import postfix_server  # noqa: E402, F401 - a fixture
 
 WORKER = Path(__file__).resolve().parent / "_worker.py"
 HOST = "127.0.0.1"

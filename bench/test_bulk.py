@@ -130,9 +130,9 @@ def test_bulk_timing(benchmark: Any, start_sink: Callable[..., Sink]) -> None:
 def test_pool_beats_aiosmtplib(
     throughput: dict[int, dict[str, float]], sessions: int
 ) -> None:
-    # Measured 1.3x to 1.9x; the margin leaves room for noise.
+    # Measured 1.2x to 1.3x; the margin leaves room for noise.
     rates = throughput[sessions]
-    assert rates["smtpc-pool"] >= 1.1 * rates["aiosmtplib"]
+    assert rates["smtpc-pool"] >= 1.05 * rates["aiosmtplib"]
 
 
 @pytest.mark.parametrize("sessions", SESSIONS)
@@ -140,7 +140,7 @@ def test_aio_beats_aiosmtplib(
     throughput: dict[int, dict[str, float]], sessions: int
 ) -> None:
     rates = throughput[sessions]
-    assert rates["smtpc-aio"] >= 1.1 * rates["aiosmtplib"]
+    assert rates["smtpc-aio"] >= 1.05 * rates["aiosmtplib"]
 
 
 @pytest.mark.xfail(

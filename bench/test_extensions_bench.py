@@ -22,7 +22,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import PostfixServer, Sink, median, record, run_worker
+from conftest import Sink, median, record, run_worker
+from postfix import PostfixServer
 from test_large import write_message
 
 EXT_WORKER = Path(__file__).resolve().parent / "_bulk_worker.py"

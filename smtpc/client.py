@@ -81,6 +81,10 @@ class SMTP(operations.ClientState):
         buffer_size: the fixed output buffer of the session, in bytes.
         pipelining: use PIPELINING when the server offers it.
         chunking: use BDAT when the server offers CHUNKING.
+        transaction_timeout: seconds for a whole mail transaction sent by
+            :meth:`deliver`, :meth:`sendmail` or :meth:`deliver_many`, from
+            MAIL to the final reply, however the server paces its reading
+            and replies (None: only ``timeout`` applies, to each step).
 
     Raises:
         SMTPConnectError: the greeting was not 220.
@@ -105,9 +109,12 @@ class SMTP(operations.ClientState):
         buffer_size: int = core.DEFAULT_BUFFER_SIZE,
         pipelining: bool = True,
         chunking: bool = True,
+        transaction_timeout: float | None = None,
     ) -> None:
         self._host = host
         self.timeout = timeout
+        self.transaction_timeout = transaction_timeout
+        self._deadline: float | None = None
         self.source_address = source_address
         self.command_encoding = "ascii"
         self.buffer_size = buffer_size
@@ -191,6 +198,10 @@ class SMTP(operations.ClientState):
                 timeout = sock.gettimeout()
                 if deadline is None:
                     deadline = None if timeout is None else time.monotonic() + timeout
+                    if self._deadline is not None:
+                        deadline = min(deadline or self._deadline, self._deadline)
+                        sock.settimeout(self._remaining(deadline))
+                        shortened = True
                 elif deadline is not None:
                     sock.settimeout(max(deadline - time.monotonic(), 1e-3))
                     shortened = True
@@ -228,6 +239,12 @@ class SMTP(operations.ClientState):
         if sock is None:
             raise SMTPServerDisconnected("please run connect() first")
         try:
+            if self._deadline is not None:
+                timeout = self._effective_timeout()
+                remaining = self._remaining(self._deadline)
+                sock.settimeout(
+                    remaining if timeout is None else min(timeout, remaining)
+                )
             if hasattr(sock, "sendmsg") and not hasattr(sock, "cipher"):
                 _sendmsg_all(sock, pieces)
             else:
@@ -239,6 +256,25 @@ class SMTP(operations.ClientState):
         except OSError as exc:
             self._close_socket()
             raise SMTPServerDisconnected(f"Server not connected: {exc}") from exc
+
+    @staticmethod
+    def _remaining(deadline: float) -> float:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the mail transaction took too long")
+        return remaining
+
+    def _bounded(self, steps: Steps) -> Any:
+        """Run a mail transaction's steps within ``transaction_timeout``."""
+        if self.transaction_timeout is None:
+            return self._run(steps)
+        self._deadline = time.monotonic() + self.transaction_timeout
+        try:
+            return self._run(steps)
+        finally:
+            self._deadline = None
+            if self.sock is not None:
+                self.sock.settimeout(self._effective_timeout())
 
     def _start_tls(self) -> None:
         context = self._tls_context
@@ -631,7 +667,7 @@ class SMTP(operations.ClientState):
             pipelining=self.pipelining,
             chunking=self.chunking,
         )
-        result: TransactionResult = self._run(steps)
+        result: TransactionResult = self._bounded(steps)
         self.last_result = result
         operations.log_transaction(self._host, result)
         return result
@@ -662,7 +698,7 @@ class SMTP(operations.ClientState):
             pipelining=self.pipelining,
             chunking=self.chunking,
         )
-        self._run(steps)
+        self._bounded(steps)
         for result in results:
             operations.log_transaction(self._host, result)
         if results:

@@ -408,3 +408,53 @@ def test_cli_refuses_clear_text_auth_to_another_host_before_connecting(
     )
     assert status == 2
     assert "refusing to send a password without TLS" in capsys.readouterr().err
+
+
+class _SlowReader:
+    """Accepts a message but reads its content a little at a time."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            conn.sendall(GREETING)
+            conn.recv(1024)
+            conn.sendall(EHLO)
+            for reply in (OK, OK, b"354 go\r\n"):
+                conn.recv(1024)
+                conn.sendall(reply)
+            while not self.done.wait(0.05):
+                try:
+                    if not conn.recv(1024):
+                        return
+                except OSError:
+                    return
+
+    def close(self) -> None:
+        self.done.set()
+        self.thread.join(5)
+        self.listener.close()
+
+
+def test_transaction_timeout_bounds_a_server_that_reads_slowly() -> None:
+    server = _SlowReader()
+    chunk = b"x" * 1000 + b"\r\n"
+    content = (chunk for _ in range(100_000))  # 100 MB, never held whole
+    started = time.monotonic()
+    try:
+        client = smtpc.SMTP(
+            "127.0.0.1", server.port, timeout=30, transaction_timeout=1.0
+        )
+        with pytest.raises(smtpc.SMTPTimeoutError):
+            client.sendmail(SENDER, [RECIPIENT], content)
+    finally:
+        server.close()
+    assert time.monotonic() - started < 5
+    assert client.sock is None
