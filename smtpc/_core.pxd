@@ -21,9 +21,14 @@ cdef enum:
 cdef struct StuffState:
     bint at_line_start   # the next input byte begins a line
     bint skip_lf         # a chunk ended in CR, already written as CRLF
+    bint keep_dots       # line endings only: no dot-stuffing (BDAT)
 
 
 cdef class DataEncoder:
+    cdef StuffState _state
+
+
+cdef class LineEncoder:
     cdef StuffState _state
 
 

@@ -36,6 +36,10 @@ class DataEncoder:
     def reset(self) -> None: ...
 
 @disjoint_base
+class LineEncoder:
+    def encode(self, data: bytes | bytearray | memoryview) -> bytes: ...
+
+@disjoint_base
 class Emitter:
     def __init__(
         self,

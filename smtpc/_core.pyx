@@ -699,7 +699,7 @@ cdef inline int _next_run(Scan *sc, Py_ssize_t *start,
         return _END
     if sc.state.at_line_start:
         sc.state.at_line_start = False
-        if s[i] == c'.':
+        if s[i] == c'.' and not sc.state.keep_dots:
             stop[0] = i
             sc.pos = i
             return _DOT
@@ -717,7 +717,7 @@ cdef inline int _next_run(Scan *sc, Py_ssize_t *start,
                 stop[0] = n
                 sc.pos = n
                 return _END
-            if s[i] == c'.':
+            if s[i] == c'.' and not sc.state.keep_dots:
                 stop[0] = i
                 sc.pos = i
                 return _DOT
@@ -793,6 +793,7 @@ cdef class DataEncoder:
     def __cinit__(self):
         self._state.at_line_start = True
         self._state.skip_lf = False
+        self._state.keep_dots = False
 
     def encode(self, data):
         """Return the dot-stuffed form of the next chunk of message content.
@@ -820,6 +821,32 @@ cdef class DataEncoder:
         """Forget the state left by earlier chunks."""
         self._state.at_line_start = True
         self._state.skip_lf = False
+
+
+cdef class LineEncoder:
+    """Line-ending normaliser for BDAT chunks (RFC 3030 §3): every CRLF, bare
+    LF and bare CR becomes CRLF, and nothing else changes. A CR that ends a
+    chunk is written as CRLF at once, and an LF that starts the next chunk
+    is dropped, as with DataEncoder.
+    """
+
+    def __cinit__(self):
+        self._state.at_line_start = True
+        self._state.skip_lf = False
+        self._state.keep_dots = True
+
+    def encode(self, data):
+        """Return the next chunk with its line endings made CRLF.
+
+        Raises TypeError if ``data`` is not a bytes-like object.
+        """
+        cdef Py_buffer view
+
+        _get_buffer(data, &view)
+        try:
+            return _encode(&self._state, data, &view)
+        finally:
+            PyBuffer_Release(&view)
 
 
 cdef class Emitter:

@@ -19,6 +19,7 @@ __all__ = [
     "MIN_BUFFER_SIZE",
     "DataEncoder",
     "Emitter",
+    "LineEncoder",
     "b64decode",
     "b64encode",
     "check_argument",
@@ -339,6 +340,42 @@ class DataEncoder:
         """Forget the state left by earlier chunks."""
         self._at_line_start = True
         self._skip_lf = False
+
+
+class LineEncoder:
+    """Line-ending normaliser for BDAT chunks (RFC 3030 §3): every CRLF, bare
+    LF and bare CR becomes CRLF, and nothing else changes. A CR that ends a
+    chunk is written as CRLF at once, and an LF that starts the next chunk is
+    dropped, as with DataEncoder.
+    """
+
+    __slots__ = ("_skip_lf",)
+
+    def __init__(self) -> None:
+        self._skip_lf = False
+
+    def encode(self, data: bytes | bytearray | memoryview) -> bytes:
+        """Return the next chunk with its line endings made CRLF.
+
+        Raises:
+            TypeError: ``data`` is not a bytes-like object.
+        """
+        chunk = _as_bytes(data)
+        if self._skip_lf and chunk:
+            self._skip_lf = False
+            if chunk[0] == 0x0A:
+                chunk = chunk[1:]
+        if not chunk:
+            return b""
+        self._skip_lf = chunk[-1] == 0x0D
+        if b"\r" in chunk:
+            crlf = chunk.count(b"\r\n")
+            if crlf == chunk.count(b"\r") == chunk.count(b"\n"):
+                return chunk
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        elif b"\n" not in chunk:
+            return chunk
+        return chunk.replace(b"\n", b"\r\n")
 
 
 class Emitter:

@@ -622,3 +622,38 @@ def test_twins_agree_on_paths(address: bytes) -> None:
     assert error_of(lambda: _core.check_path(address)) == error_of(
         lambda: _core_py.check_path(address)
     )
+
+
+# -- line endings for BDAT ------------------------------------------------------
+
+
+@fixture_ok
+@given(chunked())
+def test_line_encoder_makes_every_line_ending_crlf_and_nothing_else(
+    core_impl: ModuleType, case: tuple[bytes, list[bytes]]
+) -> None:
+    data, chunks = case
+    encoder = core_impl.LineEncoder()
+    out = b"".join(encoder.encode(chunk) for chunk in chunks)
+    assert out == re.sub(rb"\r\n|\r|\n", b"\r\n", data)
+
+
+@needs_compiled
+@given(chunked())
+def test_line_encoder_twins_agree_chunk_by_chunk(
+    case: tuple[bytes, list[bytes]],
+) -> None:
+    from smtpc import _core
+
+    _, chunks = case
+    c_encoder, py_encoder = _core.LineEncoder(), _core_py.LineEncoder()
+    for chunk in chunks:
+        assert c_encoder.encode(chunk) == py_encoder.encode(chunk)
+
+
+def test_line_encoder_keeps_leading_dots(core_impl: ModuleType) -> None:
+    encoder = core_impl.LineEncoder()
+    assert encoder.encode(b".a\n..b\r") == b".a\r\n..b\r\n"
+    assert encoder.encode(b"\n.\n") == b".\r\n"
+    with pytest.raises(TypeError):
+        encoder.encode("text")

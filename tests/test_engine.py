@@ -279,8 +279,8 @@ C: BDAT 6
 C: .one
 C: BDAT 5
 C: two
-S: 250 6 octets
 C: BDAT 0 LAST
+S: 250 6 octets
 S: 250 5 octets
 S: 250 message accepted
 """

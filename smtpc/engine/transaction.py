@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from .. import core
 from ..errors import SMTPServerDisconnected
 from .commands import DSN, check_command, command_limit, encode_path
 from .replies import Reply, ReplyCode
@@ -25,6 +26,7 @@ _QUEUE_ID = re.compile(
 )
 Chunk = bytes | bytearray | memoryview
 _DRAIN_EVERY = 16  # chunks between DRAIN steps while streaming content
+_BDAT_WINDOW = 8  # BDAT replies awaited at most at once, with PIPELINING
 _EAGER_BDAT = 16 * 1024  # largest content sent before the RCPT replies
 
 
@@ -116,29 +118,6 @@ class TransactionResult:
         return match[1].decode("ascii", "replace") if match else None
 
 
-class _LineEndings:
-    """CRLF line endings without dot-stuffing, for BDAT (RFC 3030 §3)."""
-
-    __slots__ = ("_cr",)
-
-    def __init__(self) -> None:
-        self._cr = False
-
-    def normalise(self, chunk: bytes | bytearray | memoryview) -> bytes | bytearray:
-        if isinstance(chunk, memoryview):
-            chunk = chunk.tobytes()
-        # A CR that ended the last chunk was already sent as CRLF.
-        skip_lf = self._cr and chunk[:1] == b"\n"
-        crlf = chunk.count(b"\r\n")
-        if not skip_lf and chunk.count(b"\r") == crlf == chunk.count(b"\n"):
-            self._cr = False
-            return chunk
-        text = bytes(chunk[1:] if skip_lf else chunk)
-        self._cr = text.endswith(b"\r")
-        text = text.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        return text.replace(b"\n", b"\r\n")
-
-
 def run_transaction(
     session: Session,
     envelope: Envelope,
@@ -200,7 +179,7 @@ def run_transaction(
     eager: bytes | bytearray | None = None
     if pipelining and use_bdat and single_chunk:
         (only,) = chunks
-        normalised = _LineEndings().normalise(only)
+        normalised = core.LineEncoder().encode(only)
         if len(normalised) <= _EAGER_BDAT:
             eager = normalised
 
@@ -371,14 +350,16 @@ def _send_bdat(
 ) -> Steps:
     """BDAT chunks (RFC 3030 §2): each the size of what the source gave.
 
-    With PIPELINING at most one BDAT reply is outstanding, so memory stays
-    bounded; a refused chunk stops the rest.
+    With PIPELINING up to ``_BDAT_WINDOW`` chunks go out before their
+    replies are read, so a large message does not wait a round trip per
+    chunk; no chunk is kept once sent, so memory stays bounded. A refused
+    chunk stops the rest.
     """
     emitter = session.emitter
-    endings = _LineEndings()
+    endings = core.LineEncoder()
     outstanding = 0
     for count, raw in enumerate(chunks, 1):
-        chunk = endings.normalise(raw)
+        chunk = endings.encode(raw)
         size = len(chunk)
         if size == 0:
             continue
@@ -386,7 +367,7 @@ def _send_bdat(
         session.send(b"BDAT %d%s" % (size, last))
         emitter.write(chunk)
         outstanding += 1
-        if not pipelining or outstanding > 1:
+        if not pipelining or outstanding > _BDAT_WINDOW:
             result.data = yield READ
             outstanding -= 1
             if result.data.code != ReplyCode.COMPLETED:
