@@ -6,7 +6,8 @@ count for another, and ``SMTPC_NO_EXTENSIONS=1`` picks smtpc's Python core.
 
 Tasks:
   small  send ``messages`` 2 KB messages over ``sessions`` sessions; the time
-         counts from the first connect to the last QUIT.
+         counts from the first connect to the last QUIT. ``smtpc-many`` is
+         smtpc's blocking client with ``deliver_many``, one call a session.
   large  send the file at ``path`` as one message; the time counts from
          opening the file to the final reply; memory is the peak resident
          set over the one before opening it (``trace``: tracemalloc's peak
@@ -125,6 +126,17 @@ def _blocking_run(module: Any, host: str, port: int, count: int, msg: bytes) -> 
     client.quit()
 
 
+def _smtpc_many_run(host: str, port: int, count: int, msg: bytes) -> None:
+    import smtpc
+
+    client = _blocking(smtpc)(host, port)
+    results = client.deliver_many((FROM, TO, msg) for _ in range(count))
+    client.quit()
+    sent = sum(result.delivered for result in results)
+    if sent != count:
+        raise RuntimeError(f"deliver_many delivered {sent} of {count} messages")
+
+
 async def _smtpc_aio_run(host: str, port: int, count: int, msg: bytes) -> None:
     from smtpc.aio import SMTP
 
@@ -178,16 +190,19 @@ def run_small(client: str, host: str, port: int, messages: int, sessions: int) -
     """Seconds to send ``messages`` messages over ``sessions`` sessions."""
     msg = small_message()
     counts = _split(messages, sessions)
-    if client in ("smtpc", "smtplib"):
-        module = __import__(client)
+    if client in ("smtpc", "smtplib", "smtpc-many"):
+        module = __import__("smtpc" if client == "smtpc-many" else client)
+        if client == "smtpc-many":
+            run_one: Callable[..., None] = _smtpc_many_run
+            first: tuple[Any, ...] = ()
+        else:
+            run_one, first = _blocking_run, (module,)
         start = time.perf_counter()
         if sessions == 1:
-            _blocking_run(module, host, port, messages, msg)
+            run_one(*first, host, port, messages, msg)
         else:
             threads = [
-                threading.Thread(
-                    target=_blocking_run, args=(module, host, port, n, msg)
-                )
+                threading.Thread(target=run_one, args=(*first, host, port, n, msg))
                 for n in counts
             ]
             for thread in threads:

@@ -168,10 +168,9 @@ def test_crlf_faster_than_smtplib(crlf: Any) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="with LF line endings the compiled emitter sends every line as its "
-    "own pieces (a view of the line and a CRLF), 64 pieces a system call, "
-    "and is slower than smtplib; encoding the chunk into one buffer when it "
-    "needs many changes (as the Python twin does) would fix it",
+    reason="LF text is about 0.3-0.4 of smtplib's time, as CRLF text is; the "
+    "rest is the sink and the kernel copying the message over loopback, "
+    "which both pay",
 )
 def test_lf_quarter_of_smtplib_time(lf: Any) -> None:
     """DESIGN.md target: at most 1/4 of smtplib's wall time."""
@@ -182,7 +181,7 @@ def test_lf_quarter_of_smtplib_time(lf: Any) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="CRLF text is about 0.4 of smtplib's time; the rest is the sink "
+    reason="CRLF text is about 0.3-0.4 of smtplib's time; the rest is the sink "
     "and the kernel copying 100 MB over loopback, which both pay",
 )
 def test_crlf_quarter_of_smtplib_time(crlf: Any) -> None:

@@ -55,12 +55,30 @@ def transmitted_size(data: bytes | bytearray) -> int:
     return size
 
 
+def _read_chunk(read: Any, size: int) -> bytes | bytearray:
+    chunk = read(size)
+    if chunk is None:
+        raise TypeError("message file gave no data: non-blocking files are refused")
+    if not isinstance(chunk, bytes | bytearray):
+        raise TypeError("message file must be opened in binary mode")
+    return chunk
+
+
 def _read_file(file: Any, size: int) -> Iterator[Chunk]:
+    # The first read happens before anything is sent, so that a file that
+    # cannot be read fails before the mail transaction starts.
+    if getattr(file, "closed", False):
+        raise ValueError("message file is closed")
     read = file.read
-    while chunk := read(size):
-        if not isinstance(chunk, bytes | bytearray):
-            raise TypeError("message file must be opened in binary mode")
-        yield chunk
+    first = _read_chunk(read, size)
+
+    def chunks() -> Iterator[Chunk]:
+        chunk = first
+        while chunk:
+            yield chunk
+            chunk = _read_chunk(read, size)
+
+    return chunks()
 
 
 def _file_size(file: Any) -> int | None:
@@ -103,13 +121,17 @@ def open_source(msg: Any, chunk_size: int = CHUNK_SIZE) -> Source:
     if isinstance(msg, io.TextIOBase):
         raise TypeError("message file must be opened in binary mode")
     if hasattr(msg, "read"):
-        return Source(_read_file(msg, chunk_size), _file_size(msg), None, False)
+        size = _file_size(msg)  # before the first read moves the position
+        return Source(_read_file(msg, chunk_size), size, None, False)
     if _is_email_message(msg):
         return from_bytes(flatten(msg))
     composed = sys.modules.get("smtpc.mime")
     if composed is not None and isinstance(msg, composed.Message):
         # A composed message streams its parts and knows its size.
         return msg.as_source()  # type: ignore[no-any-return]
+    if isinstance(msg, list | tuple):
+        # Chunks that are all there are checked before anything is sent.
+        return Source(list(_checked(msg)), None, None, False)
     if isinstance(msg, Iterable):
         return Source(_checked(msg), None, None, False)
     raise TypeError(

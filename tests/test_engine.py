@@ -7,6 +7,8 @@ pipelined group shows as several ``C:`` lines before their replies.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -383,6 +385,33 @@ S: 451 4.3.0 try later
     assert [r.delivered for r in results] == [True, False, False]  # type: ignore[attr-defined]
     assert results[2].final.code == 451  # type: ignore[attr-defined]
     assert play.session.state is State.READY
+    play.finish()
+
+
+def test_a_source_failing_mid_bdat_closes_the_session() -> None:
+    play = start(
+        """\
+S: 220 mx
+C: EHLO client.example.com
+S: 250-mx
+S: 250 CHUNKING
+C: MAIL FROM:<a@example.com>
+S: 250 ok
+C: RCPT TO:<b@example.org>
+S: 250 ok
+C: BDAT 4
+C: hi
+S: 250 4 octets
+"""
+    )
+
+    def content() -> Any:
+        yield b"hi\r\n"
+        raise OSError("the file went away")
+
+    with pytest.raises(OSError, match="went away"):
+        send(play, ["b@example.org"], content())  # type: ignore[arg-type]
+    assert play.session.state is State.CLOSED
     play.finish()
 
 

@@ -257,3 +257,14 @@ def test_deliver_many_reports_each_refusal_in_order(smtpd: Any) -> None:
     assert list(results[2].refused) == ["defer@example.org"]
     assert results[2].refused["defer@example.org"][0] == 451
     assert [e.original_content for e in smtpd.envelopes] == [b"one\r\n", b"three\r\n"]
+
+
+def test_size_of_a_file_is_its_length(scripted_server: Any, tmp_path: Any) -> None:
+    path = tmp_path / "m.eml"
+    path.write_bytes(b"Subject: x\r\n\r\n" + b"y" * 70_000 + b"\r\n")
+    server = transaction(scripted_server, b"SIZE 1000000")
+    with open(path, "rb") as file:
+        send(server, file)
+    assert f"MAIL FROM:<sender@example.com> SIZE={70_016}".encode() in sent_lines(
+        server
+    )

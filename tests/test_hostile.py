@@ -458,3 +458,53 @@ def test_transaction_timeout_bounds_a_server_that_reads_slowly() -> None:
         server.close()
     assert time.monotonic() - started < 5
     assert client.sock is None
+
+
+def test_a_source_failing_mid_content_closes_the_session(smtpd: Any) -> None:
+    def content() -> Any:
+        yield b"Subject: x\r\n\r\nfirst\r\n"
+        raise RuntimeError("the source broke")
+
+    started = time.monotonic()
+    with smtpc.SMTP(smtpd.host, smtpd.port, timeout=30) as client:
+        with pytest.raises(RuntimeError, match="the source broke"):
+            client.sendmail(SENDER, [RECIPIENT], content())
+        # Nothing more may go out as content: the session is closed.
+        assert client.sock is None
+        with pytest.raises(smtpc.SMTPServerDisconnected):
+            client.noop()
+    assert time.monotonic() - started < 5
+    assert smtpd.envelopes == []
+
+
+class _TextReader:
+    """A file-like object whose read() gives str, as a text file would."""
+
+    def read(self, size: int = -1) -> str:
+        return "Subject: x\r\n\r\nhi\r\n"
+
+
+@pytest.mark.parametrize(
+    "msg",
+    [
+        _TextReader(),
+        [b"Subject: x\r\n\r\n", "text chunk"],
+        "closed",
+    ],
+    ids=["read-gives-str", "list-with-str", "closed-file"],
+)
+def test_unreadable_sources_fail_before_the_transaction(
+    scripted_server: Server, msg: Any, tmp_path: Any
+) -> None:
+    if msg == "closed":
+        path = tmp_path / "m.eml"
+        path.write_bytes(b"Subject: x\r\n\r\nhi\r\n")
+        with open(path, "rb") as file:
+            pass
+        msg = file
+    server = scripted_server(GREETING, EHLO, b"221 bye\r\n")
+    with smtpc.SMTP(server.host, server.port) as client:
+        client.ehlo()
+        with pytest.raises((TypeError, ValueError)):
+            client.sendmail(SENDER, [RECIPIENT], msg)
+    assert verbs(server) == [b"EHLO", b"QUIT"]

@@ -10,8 +10,9 @@ session reset (RSET) or closed (after a 421).
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from .. import core
@@ -241,7 +242,10 @@ def run_transaction(
         if eager is not None:
             pass
         elif use_bdat:
-            yield from _send_bdat(session, result, chunks, pipelining, single_chunk)
+            with _cut_off_closes(session):
+                yield from _send_bdat(
+                    session, result, chunks, pipelining, single_chunk
+                )
         else:
             if result.data is None:
                 session.send(b"DATA")
@@ -249,10 +253,11 @@ def run_transaction(
             if result.data.code != ReplyCode.START_MAIL_INPUT:
                 return (yield from _abandon(session, result))
             emitter.begin_data()
-            for count, chunk in enumerate(chunks, 1):
-                emitter.write_data(chunk)
-                if count % _DRAIN_EVERY == 0:
-                    yield DRAIN
+            with _cut_off_closes(session):
+                for count, chunk in enumerate(chunks, 1):
+                    emitter.write_data(chunk)
+                    if count % _DRAIN_EVERY == 0:
+                        yield DRAIN
             emitter.end_data()
             if defer_final and pipelining and not session.lmtp:
                 return result
@@ -273,6 +278,21 @@ def run_transaction(
         session.state = State.CLOSED
         result.error = exc
         exc.result = result  # type: ignore[attr-defined]
+        raise
+
+
+@contextlib.contextmanager
+def _cut_off_closes(session: Session) -> Iterator[None]:
+    """Close the session when the message content fails part-way (a source
+    that raises, a chunk of the wrong type): SMTP has no command to abandon
+    DATA or BDAT content (RFC 5321 §4.1.1.4), and whatever the client sent
+    next would be taken as more content."""
+    try:
+        yield
+    except SMTPServerDisconnected:
+        raise
+    except Exception:
+        session.state = State.CLOSED
         raise
 
 
