@@ -41,6 +41,9 @@ AuthObject = Callable[..., "str | bytes | None"]
 
 session_log = logging.getLogger("smtpc.session")
 
+# Refusals of a mechanism, not of the credentials (RFC 4954 §6).
+_NEXT_MECHANISM = frozenset({504, 534, 538})
+
 _NO_SMTPUTF8 = (
     "One or more source or delivery addresses require internationalized email"
     " support, but the server does not advertise the required SMTPUTF8"
@@ -141,9 +144,11 @@ def login(
 ) -> Steps:
     """Try ``mechanisms`` in order until one is accepted.
 
-    After a 535 (credentials refused) or a cancelled exchange no weaker
-    mechanism is tried, so the password is not offered again in a weaker
-    form; after other refusals the next mechanism is tried, as in smtplib.
+    The next mechanism is tried only when the server refused this one as a
+    mechanism (RFC 4954 §6: 504 not supported, 534 too weak, 538 needs
+    encryption). After any other reply, such as 535 (credentials refused),
+    or a cancelled exchange, the password is not offered again in another
+    form.
 
     Raises:
         SMTPNotSupportedError: the server offers no AUTH.
@@ -165,7 +170,7 @@ def login(
             # A cancelled exchange (the server's challenge made no sense, or
             # its SCRAM proof was wrong) is not a reason to weaken either.
             cancelled = isinstance(exc.__cause__, _auth.ChallengeError)
-            if exc.smtp_code == ReplyCode.AUTH_FAILED or cancelled:
+            if exc.smtp_code not in _NEXT_MECHANISM or cancelled:
                 break
             continue
         if code in (ReplyCode.AUTH_SUCCESSFUL, ReplyCode.BAD_SEQUENCE):
@@ -319,6 +324,9 @@ def smtplib_outcome(
         raise SMTPDataError(data.code, data.message, data)
     final = result.final
     if final is None:
+        # DATA got something other than 354, so no content was sent.
+        if data is not None:
+            raise SMTPDataError(data.code, data.message, data)
         raise SMTPDataError(-1, b"no reply to the message content")
     lmtp_finals = [r for r in result.recipients if r.final is not None]
     if lmtp_finals:

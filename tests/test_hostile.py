@@ -508,3 +508,29 @@ def test_unreadable_sources_fail_before_the_transaction(
         with pytest.raises((TypeError, ValueError)):
             client.sendmail(SENDER, [RECIPIENT], msg)
     assert verbs(server) == [b"EHLO", b"QUIT"]
+
+
+def test_data_answered_without_354_raises_that_reply(scripted_server: Server) -> None:
+    server = scripted_server(GREETING, EHLO, OK, OK, b"250 ok\r\n", OK, b"221 bye\r\n")
+    with smtpc.SMTP(server.host, server.port) as client:
+        with pytest.raises(smtpc.SMTPDataError) as info:
+            client.sendmail(SENDER, [RECIPIENT], b"hi\r\n")
+    assert info.value.args == (250, b"ok")
+    assert b"hi" not in bytes(server.received)
+
+
+def test_a_nonsense_reply_to_auth_sends_no_second_mechanism(
+    scripted_server: Server,
+) -> None:
+    server = scripted_server(
+        GREETING,
+        b"250-mx.example.net\r\n250 AUTH PLAIN LOGIN\r\n",
+        b"250 what\r\n",
+        b"221 bye\r\n",
+    )
+    with (
+        smtpc.SMTP(server.host, server.port) as client,
+        pytest.raises(smtpc.SMTPAuthenticationError),
+    ):
+        client.login("user", "secret")
+    assert verbs(server).count(b"AUTH") == 1
