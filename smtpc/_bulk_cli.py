@@ -147,6 +147,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         done = _read_report(args.resume) if args.resume else {}
+        if _kind(args) == "jsonl":
+            # The whole job file is checked before the first message goes.
+            for _ in _jsonl(args):
+                pass
         messages = _messages(args, done)
         first = next(messages, None)
     except (OSError, ValueError) as exc:
@@ -278,6 +282,8 @@ def _jsonl(args: argparse.Namespace) -> Iterator[tuple[str, str, list[str], Any]
             from_addr = job.get("from")
             if not isinstance(from_addr, str) or not isinstance(to_addrs, list):
                 raise ValueError(f"{where}: needs 'from' and 'to'")
+            if not to_addrs:
+                raise ValueError(f"{where}: 'to' names no forward-path")
             if "file" in job:
                 content: Any = path.parent / str(job["file"])
             elif isinstance(job.get("content"), str):

@@ -517,7 +517,21 @@ class BulkSender:
         error: BaseException | None = None
 
         async def run(message: BulkMessage) -> None:
-            results.put_nowait(await self.send_one(message))
+            try:
+                result = await self.send_one(message)
+            except Exception as exc:
+                # Every message gets its result line, whatever went wrong.
+                why = f"{type(exc).__name__}: {exc}"
+                result = MessageResult(
+                    message.id,
+                    message.reverse_path,
+                    [
+                        RecipientOutcome(a, Outcome.DEFERRED, None, why)
+                        for a in dict.fromkeys(message.forward_paths)
+                    ],
+                    0,
+                )
+            results.put_nowait(result)
 
         try:
             async for item in _items(messages):
@@ -533,7 +547,7 @@ class BulkSender:
             error = exc
         finally:
             if tasks:
-                await asyncio.gather(*tasks)
+                await asyncio.gather(*tasks, return_exceptions=True)
             results.put_nowait(_End(error))
 
     async def send_one(self, message: BulkMessage) -> MessageResult:
@@ -608,14 +622,22 @@ class BulkSender:
     ) -> None:
         try:
             async with self.pool.session() as client:
-                with replay.open() as content:
-                    result = await client.deliver(
-                        message.reverse_path,
-                        attempt.pending,
-                        content,
-                        message.mail_options,
-                        message.rcpt_options,
-                    )
+                try:
+                    with replay.open() as content:
+                        result = await client.deliver(
+                            message.reverse_path,
+                            attempt.pending,
+                            content,
+                            message.mail_options,
+                            message.rcpt_options,
+                        )
+                except SMTPException:
+                    raise
+                except Exception as exc:
+                    # The message itself is at fault (its file, its content,
+                    # its addresses): another attempt would fail the same way.
+                    attempt.refuse_all(None, f"{type(exc).__name__}: {exc}")
+                    return
         except SMTPServerDisconnected as exc:
             # Whatever was settled before the session was lost (LMTP
             # replies) stands; the rest is tried again.
@@ -629,8 +651,6 @@ class BulkSender:
             # Raised before MAIL: the message cannot go to this server.
             reply = exc.reply if isinstance(exc, SMTPResponseException) else None
             attempt.refuse_all(reply, str(exc))
-        except (ValueError, TypeError, UnicodeError) as exc:
-            attempt.refuse_all(None, f"{type(exc).__name__}: {exc}")
         except (SMTPException, OSError) as exc:
             # The session could not be opened: EHLO, TLS, AUTH or connect.
             reply = exc.reply if isinstance(exc, SMTPResponseException) else None

@@ -150,9 +150,17 @@ def test_jsonl_job_file(smtpd: SMTPServer, tmp_path: Path) -> None:
     )
 
 
-def test_bad_job_file_is_a_usage_error(tmp_path: Path, smtpd: SMTPServer) -> None:
+@pytest.mark.parametrize(
+    "bad_line",
+    ['{"from": "a@example.com"}', "not json", '{"from": "a@example.com", "to": []}'],
+    ids=["no-to", "not-json", "empty-to"],
+)
+def test_bad_job_file_is_a_usage_error_before_anything_is_sent(
+    tmp_path: Path, smtpd: SMTPServer, bad_line: str
+) -> None:
+    good = json.dumps({"from": SENDER, "to": "y@example.org", "content": "x\r\n"})
     jobs = tmp_path / "jobs.jsonl"
-    jobs.write_text('{"from": "a@example.com"}\n')
+    jobs.write_text(f"{good}\n{good}\n{bad_line}\n")
     assert bulk(smtpd, "--report", str(tmp_path / "r.jsonl"), str(jobs)) == 2
     assert smtpd.envelopes == []
 

@@ -229,6 +229,31 @@ def test_refused_sender_and_bad_address_are_final(flaky: Any) -> None:
     assert server.envelopes == []
 
 
+def test_a_broken_source_is_final_and_the_others_still_go(
+    flaky: Any, tmp_path: Any
+) -> None:
+    server = flaky()
+
+    def broken() -> Any:
+        yield b"Subject: x\r\n\r\nfirst\r\n"
+        raise RuntimeError("the source broke")
+
+    messages = [
+        (SENDER, ["a@example.org"], broken(), "broken"),
+        (SENDER, ["b@example.org"], tmp_path / "missing.eml", "missing"),
+        (SENDER, ["c@example.org"], content("fine"), "fine"),
+    ]
+    results = {
+        r.id: r for r in asyncio.run(asyncio.wait_for(collect(server, messages), 20))
+    }
+    assert results["broken"].refused == ["a@example.org"]
+    assert "RuntimeError" in (results["broken"].recipients[0].error or "")
+    assert results["missing"].refused == ["b@example.org"]
+    assert results["missing"].attempts == 1
+    assert results["fine"].delivered == ["c@example.org"]
+    assert [e.rcpt_tos for e in server.envelopes] == [["c@example.org"]]
+
+
 def test_pool_bounds_and_reuses_sessions(flaky: Any) -> None:
     server = flaky()
     messages = [
