@@ -109,7 +109,12 @@ def add_parser(commands: Any) -> None:
     bulk.add_argument(
         "--timeout", type=float, default=60.0, help="seconds per reply (default 60)"
     )
-    bulk.add_argument("--tls", choices=("none", "starttls", "implicit"), default="none")
+    bulk.add_argument(
+        "--tls",
+        choices=("none", "starttls", "implicit"),
+        default="none",
+        help="STARTTLS, implicit TLS (port 465), or none (default)",
+    )
     bulk.add_argument("--cafile", help="trust the certificates in this file")
     bulk.add_argument(
         "--insecure", action="store_true", help="do not verify the certificate"
@@ -203,13 +208,13 @@ def _messages(args: argparse.Namespace, done: dict[str, set[str]]) -> Iterator[A
 
 
 def _envelope(
-    args: argparse.Namespace, name: str, file: IO[bytes]
+    args: argparse.Namespace, name: str, header: bytes
 ) -> tuple[str, list[str]]:
-    from .cli import _envelope_from_headers
+    from .cli import envelope_from_header
 
     from_addr, to_addrs = args.from_addr, args.to
     if from_addr is None or not to_addrs:
-        header_from, header_to = _envelope_from_headers(file)  # type: ignore[arg-type]
+        header_from, header_to = envelope_from_header(header)
         from_addr = from_addr or header_from
         to_addrs = to_addrs or header_to
     if from_addr is None or not to_addrs:
@@ -218,20 +223,26 @@ def _envelope(
 
 
 def _eml(args: argparse.Namespace) -> Iterator[tuple[str, str, list[str], Any]]:
+    from .sources import MessageFile
+
     directory: Path = args.source
     for path in sorted(directory.glob("*.eml")):
-        with path.open("rb") as file:
-            from_addr, to_addrs = _envelope(args, path.name, file)
-        yield path.name, from_addr, to_addrs, path
+        content = MessageFile(path)
+        from_addr, to_addrs = _envelope(args, path.name, content.header())
+        yield path.name, from_addr, to_addrs, content
 
 
 def _mbox(args: argparse.Namespace) -> Iterator[tuple[str, str, list[str], Any]]:
     import io
 
+    from .sources import read_header, without_bcc
+
     for index, data in enumerate(_mbox_messages(args.source), 1):
         name = str(index)
-        from_addr, to_addrs = _envelope(args, f"message {name}", io.BytesIO(data))
-        yield name, from_addr, to_addrs, data
+        body = io.BytesIO(data)
+        header = read_header(body)
+        from_addr, to_addrs = _envelope(args, f"message {name}", header)
+        yield name, from_addr, to_addrs, without_bcc(header) + data[body.tell() :]
 
 
 def _mbox_messages(path: Path) -> Iterator[bytes]:
@@ -430,13 +441,11 @@ async def _send(
 
 
 def _pool(args: argparse.Namespace) -> Any:
-    from .cli import _password, _tls_context
+    from .cli import _password, _tls_context, split_server
     from .pool import Pool
     from .tls import is_loopback
 
-    host, _, port = (args.server or "localhost:25").rpartition(":")
-    if not host:
-        host, port = port, ""
+    host, port = split_server(args.server or "localhost", 0)
     user = password = None
     if args.user:
         if not (args.tls != "none" or is_loopback(host) or args.allow_plaintext_auth):

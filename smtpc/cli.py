@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 log = logging.getLogger("smtpc.cli")
 
@@ -195,11 +195,21 @@ def _add_measure_parsers(commands: Any) -> None:
         "(Postfix's smtp-sink when installed, else a built-in one) with "
         "smtpc and with smtplib, and print both rates and their ratio.",
     )
-    bench.add_argument("--messages", type=int, default=1000, help="per round")
-    bench.add_argument("--size", type=int, default=2048, help="octets a message")
-    bench.add_argument("--rounds", type=int, default=3)
     bench.add_argument(
-        "--sink", choices=("auto", "smtp-sink", "builtin"), default="auto"
+        "--messages", type=int, default=1000, help="messages a round (default 1000)"
+    )
+    bench.add_argument(
+        "--size", type=int, default=2048, help="octets a message (default 2048)"
+    )
+    bench.add_argument(
+        "--rounds", type=int, default=3, help="rounds, taking turns (default 3)"
+    )
+    bench.add_argument(
+        "--sink",
+        choices=("auto", "smtp-sink", "builtin"),
+        default="auto",
+        help="the server: Postfix's smtp-sink, a built-in loopback sink, or "
+        "smtp-sink when installed (default)",
     )
     bench.add_argument("--json", action="store_true", help="print JSON")
     for parser in (footprint, bench):
@@ -241,6 +251,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _send(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (| head): stop quietly, as other tools do.
+        sys.stderr.close()
+        return 0
 
 
 def _send(args: argparse.Namespace) -> int:
@@ -257,18 +271,49 @@ def _send(args: argparse.Namespace) -> int:
         with _server(args) as (host, port):
             return _send_all(args, host, port)
     except (SMTPException, OSError, ValueError, RuntimeError) as exc:
-        print(f"smtpc: {exc}", file=sys.stderr)
+        print(f"smtpc: {describe(exc)}", file=sys.stderr)
         return 2
+
+
+def describe(exc: BaseException) -> str:
+    """An error as a line for people: a refusal shows its reply."""
+    from . import SMTPRecipientsRefused, SMTPResponseException
+
+    if isinstance(exc, SMTPResponseException) and exc.smtp_code > 0:
+        text = exc.smtp_error
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", "replace")
+        return f"{type(exc).__name__}: {exc.smtp_code} {text}".replace("\n", " ")
+    if isinstance(exc, SMTPRecipientsRefused):
+        refused = ", ".join(f"{a} ({code})" for a, (code, _) in exc.recipients.items())
+        return f"every recipient was refused: {refused}"
+    return str(exc) or type(exc).__name__
+
+
+def split_server(text: str, default_port: int) -> tuple[str, int]:
+    """``HOST``, ``HOST:PORT``, ``[IPv6]`` or ``[IPv6]:PORT`` as host and port.
+
+    Raises:
+        ValueError: the port is not a number from 1 to 65535.
+    """
+    host, port = text, ""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":")
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    if not port:
+        return host, default_port
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text}: the port must be a number from 1 to 65535")
+    return host, int(port)
 
 
 @contextmanager
 def _server(args: argparse.Namespace) -> Iterator[tuple[str, int]]:
     if args.local_server is None:
-        host, _, port = (args.server or "localhost:25").rpartition(":")
-        if not host:
-            host, port = port, ""
         default = 465 if args.tls == "implicit" else 25
-        yield host, int(port) if port else default
+        yield split_server(args.server or "localhost", default)
         return
     from .demo import LocalServer
 
@@ -294,7 +339,20 @@ def _tls_context(args: argparse.Namespace) -> Any:
 def _password(args: argparse.Namespace) -> str:
     password = os.environ.get(args.password_env)
     if password is None:
-        password = getpass.getpass(f"password for {args.user}: ")
+        # Without a terminal, getpass would read standard input, which may
+        # be the message itself.
+        no_terminal = ValueError(
+            f"no password: set ${args.password_env} or run on a terminal"
+        )
+        if os.name == "posix":
+            try:
+                open("/dev/tty").close()
+            except OSError:
+                raise no_terminal from None
+        try:
+            password = getpass.getpass(f"password for {args.user}: ")
+        except EOFError:
+            raise no_terminal from None
     return password
 
 
@@ -361,46 +419,39 @@ def _connect(args: argparse.Namespace, host: str, port: int) -> Any:
     return client
 
 
-def _open(name: str) -> BinaryIO:
-    if name == "-":
-        return sys.stdin.buffer
-    return open(name, "rb")
-
-
-def _envelope_from_headers(file: BinaryIO) -> tuple[str | None, list[str]]:
-    """The reverse-path and forward-paths that the message's headers name.
-
-    Only the header section is read; the file is rewound to its start.
-    """
+def envelope_from_header(header: bytes) -> tuple[str | None, list[str]]:
+    """The reverse-path and forward-paths that a header section names:
+    Sender or From; To, Cc and Bcc."""
     from email.parser import BytesHeaderParser
     from email.policy import default
     from email.utils import getaddresses
 
-    lines = []
-    for line in file:
-        if line in (b"\r\n", b"\n"):
-            break
-        lines.append(line)
-    file.seek(0)
-    headers = BytesHeaderParser(policy=default).parsebytes(b"".join(lines))
+    headers = BytesHeaderParser(policy=default).parsebytes(header)
     sender = headers.get("Sender") or headers.get("From")
     from_addr = getaddresses([str(sender)])[0][1] if sender else None
     fields = [str(headers[f]) for f in ("To", "Cc", "Bcc") if headers[f]]
     return from_addr, [a[1] for a in getaddresses(fields) if a[1]]
 
 
-def _envelope_for(
-    args: argparse.Namespace, name: str, file: BinaryIO
-) -> tuple[str, list[str]]:
-    """The envelope the options give, completed from the message's headers."""
+def _message(args: argparse.Namespace, name: str) -> tuple[str, list[str], Any]:
+    """A message file (or standard input for "-") as an envelope and content
+    without Bcc fields; the envelope the options give comes first."""
+    from .sources import MessageFile, stream_without_bcc
+
+    content: Any
+    if name == "-":
+        header, content = stream_without_bcc(sys.stdin.buffer)
+    else:
+        content = MessageFile(name)
+        header = content.header()
     from_addr, to_addrs = args.from_addr, args.to
-    if (from_addr is None or not to_addrs) and file.seekable():
-        header_from, header_to = _envelope_from_headers(file)
+    if from_addr is None or not to_addrs:
+        header_from, header_to = envelope_from_header(header)
         from_addr = from_addr or header_from
         to_addrs = to_addrs or header_to
     if from_addr is None or not to_addrs:
         raise ValueError(f"{name}: give --from and --to, or headers")
-    return from_addr, list(to_addrs)
+    return from_addr, list(to_addrs), content
 
 
 def _send_all(args: argparse.Namespace, host: str, port: int) -> int:
@@ -410,14 +461,13 @@ def _send_all(args: argparse.Namespace, host: str, port: int) -> int:
     status = 0
     try:
         for name in args.messages:
-            with _open(name) as file:
-                from_addr, to_addrs = _envelope_for(args, name, file)
-                try:
-                    result = client.deliver(from_addr, to_addrs, file)
-                except SMTPException as exc:
-                    print(f"{name}: {exc}")
-                    status = 1
-                    continue
+            from_addr, to_addrs, content = _message(args, name)
+            try:
+                result = client.deliver(from_addr, to_addrs, content)
+            except SMTPException as exc:
+                print(f"{name}: {describe(exc)}")
+                status = 1
+                continue
             status = max(status, _report(name, result))
     finally:
         try:
@@ -494,12 +544,11 @@ def _send_direct(args: argparse.Namespace) -> int:
     router = Router(resolver, port=args.smtp_port, timeout=args.timeout)
     status = 0
     for name in args.messages:
-        with _open(name) as file:
-            from_addr, to_addrs = _envelope_for(args, name, file)
-            try:
-                result = router.deliver(from_addr, to_addrs, file)
-            except ImportError as exc:
-                raise RuntimeError(str(exc)) from exc
+        from_addr, to_addrs, content = _message(args, name)
+        try:
+            result = router.deliver(from_addr, to_addrs, content)
+        except ImportError as exc:
+            raise RuntimeError(str(exc)) from exc
         print(f"{name}:")
         for address, route in result.recipients.items():
             host, reply = route.host, route.reply

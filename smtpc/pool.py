@@ -38,6 +38,7 @@ from .errors import (
     SMTPSenderRefused,
     SMTPServerDisconnected,
 )
+from .sources import MessageFile
 
 if TYPE_CHECKING:
     import ssl
@@ -331,7 +332,9 @@ class _Replay:
     @property
     def replayable(self) -> bool:
         content = self.content
-        if isinstance(content, bytes | bytearray | memoryview | str | os.PathLike):
+        if isinstance(
+            content, bytes | bytearray | memoryview | str | os.PathLike | MessageFile
+        ):
             return True
         if hasattr(content, "read"):
             return self.start is not None

@@ -116,6 +116,8 @@ def open_source(msg: Any, chunk_size: int = CHUNK_SIZE) -> Source:
     """
     if isinstance(msg, bytes | bytearray | memoryview):
         return from_bytes(msg)
+    if isinstance(msg, MessageFile):
+        return Source(iter(msg), msg.size, None, False)
     if isinstance(msg, str):
         return from_bytes(msg.encode("ascii"))
     if isinstance(msg, io.TextIOBase):
@@ -178,3 +180,85 @@ def to_seven_bit(msg: Any) -> Any:
         else:
             encoders.encode_base64(part)
     return msg
+
+
+# -- message files: the header section, and Bcc kept off the wire -------------
+
+HEADER_LIMIT = 1 << 20  # longest header section read to find the envelope
+
+
+def read_header(file: Any) -> bytes:
+    """The header section of an RFC 5322 message in a binary file, with the
+    empty line that ends it; the file is left at the start of the body.
+
+    Raises:
+        ValueError: the header section is longer than ``HEADER_LIMIT``.
+    """
+    lines = []
+    size = 0
+    while line := file.readline(HEADER_LIMIT + 1 - size):
+        lines.append(line)
+        size += len(line)
+        if line in (b"\r\n", b"\n"):
+            break
+        if size > HEADER_LIMIT:
+            raise ValueError("the header section is longer than 1 MiB")
+    return b"".join(lines)
+
+
+def without_bcc(header: bytes) -> bytes:
+    """A header section without its Bcc and Resent-Bcc fields, which name
+    recipients the others must not see (RFC 5322 §3.6.3)."""
+    kept = []
+    dropping = False
+    for line in header.splitlines(keepends=True):
+        folded = line[:1] in (b" ", b"\t")
+        if not folded:
+            name = line.split(b":", 1)[0].strip().lower() if b":" in line else b""
+            dropping = name in (b"bcc", b"resent-bcc")
+        if not dropping:
+            kept.append(line)
+    return b"".join(kept)
+
+
+class MessageFile:
+    """An RFC 5322 message in a file, read afresh at each sending (so a retry
+    can send it again) and sent without its Bcc fields."""
+
+    __slots__ = ("_removed", "path")
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = path
+        self._removed: int | None = None
+
+    def header(self) -> bytes:
+        """The header section as written in the file."""
+        with open(self.path, "rb") as file:
+            return read_header(file)
+
+    @property
+    def size(self) -> int:
+        """Octets in the file, less the Bcc fields left out."""
+        if self._removed is None:
+            header = self.header()
+            self._removed = len(header) - len(without_bcc(header))
+        return os.stat(self.path).st_size - self._removed
+
+    def __iter__(self) -> Iterator[bytes]:
+        with open(self.path, "rb") as file:
+            yield without_bcc(read_header(file))
+            while chunk := file.read(CHUNK_SIZE):
+                yield chunk
+
+
+def stream_without_bcc(file: Any) -> tuple[bytes, Iterator[bytes]]:
+    """For a message read once (standard input): its header section, and
+    the message content without Bcc fields, chunk by chunk."""
+    header = read_header(file)
+
+    def chunks() -> Iterator[bytes]:
+        yield without_bcc(header)
+        while chunk := file.read(CHUNK_SIZE):
+            yield chunk
+
+    return header, chunks()

@@ -512,9 +512,11 @@ def test_unreadable_sources_fail_before_the_transaction(
 
 def test_data_answered_without_354_raises_that_reply(scripted_server: Server) -> None:
     server = scripted_server(GREETING, EHLO, OK, OK, b"250 ok\r\n", OK, b"221 bye\r\n")
-    with smtpc.SMTP(server.host, server.port) as client:
-        with pytest.raises(smtpc.SMTPDataError) as info:
-            client.sendmail(SENDER, [RECIPIENT], b"hi\r\n")
+    with (
+        smtpc.SMTP(server.host, server.port) as client,
+        pytest.raises(smtpc.SMTPDataError) as info,
+    ):
+        client.sendmail(SENDER, [RECIPIENT], b"hi\r\n")
     assert info.value.args == (250, b"ok")
     assert b"hi" not in bytes(server.received)
 

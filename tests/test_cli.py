@@ -1,0 +1,151 @@
+"""``smtpc send`` against a loopback server: envelope, Bcc, input, errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from smtpc import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+MESSAGE = (
+    b"From: Ann <ann@example.com>\r\nTo: bob@example.org\r\n"
+    b"Cc: carol@example.org\r\nBcc: hidden@example.net,\r\n  also@example.net\r\n"
+    b"Subject: hello\r\n\r\nbody\r\n"
+)
+SHOWN = MESSAGE.replace(b"Bcc: hidden@example.net,\r\n  also@example.net\r\n", b"")
+
+
+def test_send_takes_the_envelope_from_the_headers_and_drops_bcc(
+    smtpd: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "m.eml"
+    path.write_bytes(MESSAGE)
+    status = cli.main(["send", "--server", f"{smtpd.host}:{smtpd.port}", str(path)])
+    assert status == 0
+    (envelope,) = smtpd.envelopes
+    assert envelope.mail_from == "ann@example.com"
+    assert sorted(envelope.rcpt_tos) == [
+        "also@example.net",
+        "bob@example.org",
+        "carol@example.org",
+        "hidden@example.net",
+    ]
+    assert envelope.original_content == SHOWN
+    assert f"SIZE={len(SHOWN)}" in envelope.mail_options
+    assert "hidden@example.net: accepted" in capsys.readouterr().out
+
+
+def test_send_reads_a_piped_message_with_its_headers(smtpd: Any) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "smtpc",
+            "send",
+            "--server",
+            f"{smtpd.host}:{smtpd.port}",
+            "-",
+        ],
+        input=MESSAGE,
+        capture_output=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    (envelope,) = smtpd.envelopes
+    assert envelope.original_content == SHOWN
+    assert "bob@example.org" in envelope.rcpt_tos
+
+
+def test_a_refused_recipient_makes_the_exit_status_1(
+    smtpd: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "m.eml"
+    path.write_bytes(b"Subject: x\r\n\r\nbody\r\n")
+    status = cli.main(
+        [
+            "send",
+            "--server",
+            f"{smtpd.host}:{smtpd.port}",
+            "--from",
+            "a@example.com",
+            "--to",
+            "ok@example.org",
+            "--to",
+            "refuse@example.org",
+            str(path),
+        ]
+    )
+    assert status == 1
+    out = capsys.readouterr().out
+    assert "refuse@example.org: REFUSED (550" in out
+    assert "ok@example.org: accepted" in out
+
+
+def test_errors_read_as_sentences() -> None:
+    import smtpc
+
+    refused = smtpc.SMTPRecipientsRefused({"a@example.org": (550, b"5.1.1 no")})
+    assert cli.describe(refused) == "every recipient was refused: a@example.org (550)"
+    error = smtpc.SMTPAuthenticationError(535, b"5.7.8 bad\ncredentials")
+    assert cli.describe(error) == "SMTPAuthenticationError: 535 5.7.8 bad credentials"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("mail.example.net", ("mail.example.net", 25)),
+        ("mail.example.net:587", ("mail.example.net", 587)),
+        ("[::1]", ("::1", 25)),
+        ("[::1]:2525", ("::1", 2525)),
+        ("::1", ("::1", 25)),
+    ],
+)
+def test_split_server(text: str, expected: tuple[str, int]) -> None:
+    assert cli.split_server(text, 25) == expected
+
+
+@pytest.mark.parametrize("text", ["host:abc", "host:0", "[::1]:99999"])
+def test_split_server_refuses_bad_ports(text: str) -> None:
+    with pytest.raises(ValueError, match="port must be a number"):
+        cli.split_server(text, 25)
+
+
+def test_no_password_and_no_terminal_is_a_usage_error(smtp_server: Any) -> None:
+    server = smtp_server(auth=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("SMTP_PASSWORD", None)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "smtpc",
+            "send",
+            "--server",
+            f"{server.host}:{server.port}",
+            "--user",
+            "me",
+            "--from",
+            "a@example.com",
+            "--to",
+            "b@example.org",
+            "-",
+        ],
+        input=b"Subject: x\r\n\r\nbody\r\n",
+        capture_output=True,
+        env=env,
+        timeout=60,
+        check=False,
+        start_new_session=True,
+    )
+    assert done.returncode == 2
+    assert b"no password" in done.stderr
+    assert b"Traceback" not in done.stderr
