@@ -677,7 +677,12 @@ class ClientState:
             if isinstance(mechanism, str):
                 _auth.create(name, user, password)  # refuse bad names up front
             offered = self._session.features.get("auth", "").upper().split()
-            names = [name] if name in offered else []
+            if offered and name not in offered:
+                raise SMTPException(
+                    f"the server does not offer AUTH {name}; it offers "
+                    + " ".join(offered)
+                )
+            names = [name]
         return login(self._session, names, auth_step)
 
     def auth_cram_md5(self, challenge: bytes | None = None) -> str | None:
