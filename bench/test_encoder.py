@@ -153,7 +153,7 @@ def test_encoder_beats_smtplib(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="about 1/10 of a memory copy: the scan stops at every line "
+    reason="about 1/4 of a memory copy: the scan stops at every line "
     "ending; 1/3 needs a wider SIMD scan that also finds a dot after CRLF "
     "and copies whole CRLF runs",
 )

@@ -283,7 +283,7 @@ def test_two_cpus_three_times_smtplib(two_cpus: dict[str, float]) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="about 0.8x smtp-source: 10 Python threads share one interpreter "
+    reason="0.45-0.8x smtp-source: 10 Python threads share one interpreter "
     "lock, and the asyncio client and pool cost more CPU per message than "
     "the blocking client",
 )

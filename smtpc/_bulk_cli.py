@@ -54,6 +54,8 @@ complete up to that point; run again with --resume).
 
 def add_parser(commands: Any) -> None:
     """Add ``bulk`` to the subcommands of ``smtpc``."""
+    from .cli import add_session_options
+
     bulk = commands.add_parser(
         "bulk",
         help="send many messages over reused sessions, with a resumable report",
@@ -109,28 +111,7 @@ def add_parser(commands: Any) -> None:
     bulk.add_argument(
         "--timeout", type=float, default=60.0, help="seconds per reply (default 60)"
     )
-    bulk.add_argument(
-        "--tls",
-        choices=("none", "starttls", "implicit"),
-        default="none",
-        help="STARTTLS, implicit TLS (port 465), or none (default)",
-    )
-    bulk.add_argument("--cafile", help="trust the certificates in this file")
-    bulk.add_argument(
-        "--insecure", action="store_true", help="do not verify the certificate"
-    )
-    bulk.add_argument("--user", help="authenticate as this user")
-    bulk.add_argument(
-        "--password-env",
-        metavar="VAR",
-        default="SMTP_PASSWORD",
-        help="environment variable holding the password (default SMTP_PASSWORD)",
-    )
-    bulk.add_argument(
-        "--allow-plaintext-auth",
-        action="store_true",
-        help="authenticate without TLS to a host other than loopback",
-    )
+    add_session_options(bulk)
     bulk.add_argument(
         "--progress",
         choices=("auto", "bar", "plain", "none"),

@@ -38,6 +38,33 @@ def _version() -> str:
     return f"smtpc {__version__} (core: {core.IMPLEMENTATION})"
 
 
+def add_session_options(parser: argparse.ArgumentParser) -> None:
+    """TLS and credential options, shared by ``send`` and ``bulk``."""
+    parser.add_argument(
+        "--tls",
+        choices=("none", "starttls", "implicit"),
+        default="none",
+        help="STARTTLS, implicit TLS (port 465), or none (default)",
+    )
+    parser.add_argument("--cafile", help="trust the certificates in this file")
+    parser.add_argument(
+        "--insecure", action="store_true", help="do not verify the server's certificate"
+    )
+    parser.add_argument("--user", help="authenticate as this user")
+    parser.add_argument(
+        "--password-env",
+        metavar="VAR",
+        default="SMTP_PASSWORD",
+        help="environment variable holding the password "
+        "(default SMTP_PASSWORD; asked for when unset)",
+    )
+    parser.add_argument(
+        "--allow-plaintext-auth",
+        action="store_true",
+        help="authenticate without TLS to a host other than loopback",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="smtpc", description="A small, fast SMTP client."
@@ -91,24 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PORT",
         help="with --direct: the MX hosts' SMTP port (default 25)",
     )
-    send.add_argument(
-        "--tls",
-        choices=("none", "starttls", "implicit"),
-        default="none",
-        help="STARTTLS, implicit TLS (port 465), or none (default)",
-    )
-    send.add_argument("--cafile", help="trust the certificates in this file")
-    send.add_argument(
-        "--insecure", action="store_true", help="do not verify the server's certificate"
-    )
-    send.add_argument("--user", help="authenticate as this user")
-    send.add_argument(
-        "--password-env",
-        metavar="VAR",
-        default="SMTP_PASSWORD",
-        help="environment variable holding the password "
-        "(default SMTP_PASSWORD; asked for when unset)",
-    )
+    add_session_options(send)
     send.add_argument(
         "--auth-mechanism",
         metavar="NAME",
@@ -127,11 +137,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CMD",
         help="command whose standard output is a fresh OAuth access token; "
         "run without a shell at each AUTH attempt",
-    )
-    send.add_argument(
-        "--allow-plaintext-auth",
-        action="store_true",
-        help="authenticate without TLS to a host other than loopback",
     )
     send.add_argument(
         "--from", dest="from_addr", metavar="ADDRESS", help="reverse-path (MAIL FROM)"
