@@ -13,6 +13,7 @@ import email.message
 import importlib
 import io
 import re
+import sys
 import smtplib
 import socket
 import ssl
@@ -987,6 +988,9 @@ def test_smtp_ssl_refuses_untrusted_certificate(
     )
 
 
+@pytest.mark.skipif(
+    sys.version_info >= (3, 12), reason="smtplib has no keyfile/certfile from 3.12"
+)
 def test_smtp_ssl_context_and_keyfile_exclusive(
     smtp_module: ModuleType, client_tls_context: ssl.SSLContext
 ) -> None:
