@@ -635,7 +635,9 @@ def test_login_refuses_a_mechanism_the_server_does_not_offer(
 ) -> None:
     server = smtp_server(auth=True)  # PLAIN, LOGIN and CRAM-MD5 only
     with connect(server) as client:
-        with pytest.raises(smtpc.SMTPException, match="does not offer AUTH NTLM; it offers CRAM-MD5"):
+        with pytest.raises(
+            smtpc.SMTPException, match="does not offer AUTH NTLM; it offers CRAM-MD5"
+        ):
             client.login(AUTH_USER, AUTH_PASSWORD, mechanism="NTLM")
         with pytest.raises(ValueError, match="unknown AUTH mechanism"):
             client.login(AUTH_USER, AUTH_PASSWORD, mechanism="OAUTH10A")

@@ -13,10 +13,10 @@ import email.message
 import importlib
 import io
 import re
-import sys
 import smtplib
 import socket
 import ssl
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from types import ModuleType
