@@ -15,16 +15,21 @@ with atheris.instrument_imports():
     from smtpc import _core, _core_py
 
 
+def _into(sent: bytearray):
+    return lambda pieces: sent.extend(b"".join(pieces))
+
+
 def sections(data: bytes, cuts: list[int], size: int) -> list[bytes]:
     out = []
+    spans = list(zip(cuts, cuts[1:], strict=False))
     for core in (_core, _core_py):
         encoder = core.DataEncoder()
-        text = b"".join(encoder.encode(data[a:b]) for a, b in zip(cuts, cuts[1:]))
+        text = b"".join(encoder.encode(data[a:b]) for a, b in spans)
         text += encoder.finish()
         sent = bytearray()
-        emitter = core.Emitter(lambda pieces: sent.extend(b"".join(pieces)), size)
+        emitter = core.Emitter(_into(sent), size)
         emitter.begin_data()
-        for a, b in zip(cuts, cuts[1:]):
+        for a, b in spans:
             emitter.write_data(data[a:b])
         emitter.end_data()
         emitter.flush()
