@@ -243,9 +243,7 @@ def run_transaction(
             pass
         elif use_bdat:
             with _cut_off_closes(session):
-                yield from _send_bdat(
-                    session, result, chunks, pipelining, single_chunk
-                )
+                yield from _send_bdat(session, result, chunks, pipelining, single_chunk)
         else:
             if result.data is None:
                 session.send(b"DATA")
