@@ -153,7 +153,7 @@ def test_aio_beats_aiosmtplib(
 def test_pool_matches_smtp_source(
     throughput: dict[int, dict[str, float]], sessions: int
 ) -> None:
-    """DESIGN.md target for 10 sessions: at least smtp-source's rate."""
+    """design target for 10 sessions: at least smtp-source's rate."""
     rates = throughput[sessions]
     if "smtp-source" not in rates:
         pytest.skip("smtp-source is not installed")

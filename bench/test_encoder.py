@@ -158,6 +158,6 @@ def test_encoder_beats_smtplib(
     "and copies whole CRLF runs",
 )
 def test_encoder_third_of_memcopy(throughput: dict[str, float]) -> None:
-    """DESIGN.md target: the compiled encoder runs at 1/3 of a memory copy or more."""
+    """design target: the compiled encoder runs at 1/3 of a memory copy or more."""
     share = throughput["smtpc c encoder"] / throughput["memcopy"]
     assert share >= 1 / 3, f"{share:.3f} of a memory copy"

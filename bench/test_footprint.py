@@ -25,8 +25,8 @@ from conftest import ROOT, Sink, record, worker_env
 
 from smtpc import footprint
 
-SESSION_BUDGET = 4700  # octets beyond the transport, DESIGN.md
-HOT_PATH_BUDGET = 7100  # octets of code, DESIGN.md
+SESSION_BUDGET = 4700  # octets beyond the transport, a design budget
+HOT_PATH_BUDGET = 7100  # octets of code, a design budget
 IMPORT_REPEAT = 15
 
 _SESSION_PROBE = """\
@@ -230,7 +230,7 @@ def test_import_loads_nothing_heavy(imports: dict[str, dict[str, Any]]) -> None:
     "at once; a third needs the client modules loaded on first use",
 )
 def test_import_third_of_smtplib(imports: dict[str, dict[str, Any]]) -> None:
-    """DESIGN.md target: at most 1/3 of smtplib's import time and memory."""
+    """design target: at most 1/3 of smtplib's import time and memory."""
     smtpc, smtplib = imports["smtpc"], imports["smtplib"]
     assert smtpc["seconds"] <= smtplib["seconds"] / 3
     assert smtpc["rss"] <= smtplib["rss"] / 3

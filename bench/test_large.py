@@ -173,7 +173,7 @@ def test_crlf_faster_than_smtplib(crlf: Any) -> None:
     "which both pay",
 )
 def test_lf_quarter_of_smtplib_time(lf: Any) -> None:
-    """DESIGN.md target: at most 1/4 of smtplib's wall time."""
+    """design target: at most 1/4 of smtplib's wall time."""
     for size in (10, 100):
         ratio = lf["seconds"]["smtpc (c)"][size] / lf["seconds"]["smtplib"][size]
         assert ratio <= 0.25, f"{size} MB: {ratio:.2f} of smtplib's time"
@@ -185,7 +185,7 @@ def test_lf_quarter_of_smtplib_time(lf: Any) -> None:
     "and the kernel copying 100 MB over loopback, which both pay",
 )
 def test_crlf_quarter_of_smtplib_time(crlf: Any) -> None:
-    """DESIGN.md target: at most 1/4 of smtplib's wall time."""
+    """design target: at most 1/4 of smtplib's wall time."""
     for size in (10, 100):
         ratio = crlf["seconds"]["smtpc (c)"][size] / crlf["seconds"]["smtplib"][size]
         assert ratio <= 0.25, f"{size} MB: {ratio:.2f} of smtplib's time"

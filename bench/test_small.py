@@ -256,7 +256,7 @@ def test_one_cpu_beats_smtplib(one_cpu: dict[str, float]) -> None:
 
 
 def test_one_cpu_matches_smtp_source(one_cpu: dict[str, float]) -> None:
-    """DESIGN.md target: at least smtp-source's rate, one session, one CPU."""
+    """design target: at least smtp-source's rate, one session, one CPU."""
     if "smtp-source" not in one_cpu:
         pytest.skip("smtp-source is not installed")
     assert _best_smtpc(one_cpu) >= one_cpu["smtp-source"]
@@ -278,7 +278,7 @@ def test_two_cpus_beats_smtplib(two_cpus: dict[str, float]) -> None:
     "less CPU per message",
 )
 def test_two_cpus_three_times_smtplib(two_cpus: dict[str, float]) -> None:
-    """DESIGN.md target: 3x smtplib when round trips dominate."""
+    """design target: 3x smtplib when round trips dominate."""
     assert _best_smtpc(two_cpus) >= 3 * two_cpus["smtplib"]
 
 
@@ -289,7 +289,7 @@ def test_two_cpus_three_times_smtplib(two_cpus: dict[str, float]) -> None:
     "the blocking client",
 )
 def test_ten_sessions_matches_smtp_source(ten_sessions: dict[str, float]) -> None:
-    """DESIGN.md target: at least smtp-source's rate over 10 sessions."""
+    """design target: at least smtp-source's rate over 10 sessions."""
     if "smtp-source" not in ten_sessions:
         pytest.skip("smtp-source is not installed")
     assert _best_smtpc(ten_sessions) >= ten_sessions["smtp-source"]
