@@ -186,7 +186,7 @@ def test_100mb_attachment_smtpc_vs_email_and_smtplib(
     print(f"\n100 MB attachment (best wall, median peak): {json.dumps(best)}")
     print(f"all rounds: {json.dumps(rounds)}; smtpc {ratio:.1f}x faster")
     print(f"smtpc traced: {json.dumps(traced)}")
-    # DESIGN.md budget: at most 1 MiB over the baseline at any size.
+    # The design budget: at most 1 MiB over the baseline at any size.
     assert best["smtpc"]["peak_over_baseline_mib"] <= 1
     assert traced["tracemalloc_peak_mib"] <= 1
     # The peer holds copies: the measurement can see them.

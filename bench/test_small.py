@@ -128,7 +128,7 @@ def measure(start_sink: Callable[..., Sink], setting: str) -> dict[str, float]:
 
 
 def _best_smtpc(rates: dict[str, float]) -> float:
-    """The rate of smtpc's fastest client: DESIGN.md's targets are the library's."""
+    """The rate of smtpc's fastest client: the design targets are the library's."""
     return max(v for k, v in rates.items() if k.startswith("smtpc"))
 
 
