@@ -12,12 +12,10 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # appended, so that ``conftest`` stays this file.
 sys.path.append(str(ROOT / "tests"))
 from postfix import postfix_server  # noqa: E402, F401 - a fixture
+from servers import _free_port  # noqa: E402 - one free-port probe for both
+from servers import _wait_listening as _listening  # noqa: E402
 
 WORKER = Path(__file__).resolve().parent / "_worker.py"
 HOST = "127.0.0.1"
@@ -183,23 +183,6 @@ class Sink:
     host: str
     port: int
     cpu: int | None
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
-
-
-def _listening(process: subprocess.Popen[bytes], port: int) -> bool:
-    deadline = time.monotonic() + 5
-    while process.poll() is None and time.monotonic() < deadline:
-        try:
-            socket.create_connection((HOST, port), timeout=1).close()
-            return True
-        except OSError:
-            time.sleep(0.02)
-    return False
 
 
 @pytest.fixture(scope="session")
