@@ -290,6 +290,12 @@ def _stuff_lines(chunk: bytes) -> bytes:
     return chunk.replace(b"\n.", b"\n..").replace(b"\n", b"\r\n")
 
 
+def _after_cr(skip_lf: bool, chunk: bytes) -> bytes:
+    # A CR that ended the last chunk went out as CRLF at once: an LF that
+    # starts this one is the rest of that line ending.
+    return chunk[1:] if skip_lf and chunk[:1] == b"\n" else chunk
+
+
 class DataEncoder:
     """Streaming dot-stuffer for the message content after DATA (RFC 5321 §4.5.2).
 
@@ -312,10 +318,8 @@ class DataEncoder:
             TypeError: ``data`` is not a bytes-like object.
         """
         chunk = _as_bytes(data)
-        if self._skip_lf and chunk:
-            self._skip_lf = False
-            if chunk[0] == 0x0A:
-                chunk = chunk[1:]
+        if chunk:
+            chunk, self._skip_lf = _after_cr(self._skip_lf, chunk), False
         if not chunk:
             return b""
 
@@ -361,10 +365,8 @@ class LineEncoder:
             TypeError: ``data`` is not a bytes-like object.
         """
         chunk = _as_bytes(data)
-        if self._skip_lf and chunk:
-            self._skip_lf = False
-            if chunk[0] == 0x0A:
-                chunk = chunk[1:]
+        if chunk:
+            chunk, self._skip_lf = _after_cr(self._skip_lf, chunk), False
         if not chunk:
             return b""
         self._skip_lf = chunk[-1] == 0x0D
