@@ -113,6 +113,22 @@ def add_parser(commands: Any) -> None:
     )
     add_session_options(bulk)
     bulk.add_argument(
+        "--direct",
+        action="store_true",
+        help="deliver straight to each recipient domain's mail exchangers "
+        "(needs smtpc[dns]) instead of through --server",
+    )
+    bulk.add_argument(
+        "--dns-server", metavar="ADDR[:PORT]", help="with --direct: the resolver"
+    )
+    bulk.add_argument(
+        "--smtp-port",
+        type=int,
+        default=25,
+        metavar="PORT",
+        help="with --direct: the mail exchangers' port (default 25)",
+    )
+    bulk.add_argument(
         "--progress",
         choices=("auto", "bar", "plain", "none"),
         default="auto",
@@ -423,8 +439,24 @@ async def _send(
 
 def _pool(args: argparse.Namespace) -> Any:
     from .cli import _password, _tls_context, split_server
-    from .pool import Pool
+    from .pool import DirectPools, Pool
     from .tls import is_loopback
+
+    if args.direct:
+        from .routing import MXResolver
+
+        if args.server or args.user:
+            raise ValueError("--direct goes to the mail exchangers: no --server/--user")
+        nameserver, dns_port = None, 53
+        if args.dns_server:
+            nameserver, dns_port = split_server(args.dns_server, 53)
+        return DirectPools(
+            MXResolver(nameserver, nameserver_port=dns_port, timeout=args.timeout),
+            port=args.smtp_port,
+            size=args.connections,
+            max_messages=args.max_messages,
+            timeout=args.timeout,
+        )
 
     host, port = split_server(args.server or "localhost", 0)
     user = password = None

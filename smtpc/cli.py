@@ -525,18 +525,6 @@ def _send_composed(args: argparse.Namespace, host: str, port: int) -> int:
             client.close()
 
 
-def _dns_server(text: str) -> tuple[str, int]:
-    """ADDR, ADDR:PORT or [IPv6]:PORT."""
-    if text.startswith("["):
-        address, _, port = text[1:].partition("]")
-        port = port.removeprefix(":")
-    elif text.count(":") == 1:
-        address, _, port = text.partition(":")
-    else:
-        address, port = text, ""
-    return address, int(port) if port else 53
-
-
 def _send_direct(args: argparse.Namespace) -> int:
     from .routing import MXResolver, Router, Status
 
@@ -544,7 +532,7 @@ def _send_direct(args: argparse.Namespace) -> int:
         raise ValueError("--direct sends without TLS or AUTH")
     nameserver, dns_port = None, 53
     if args.dns_server:
-        nameserver, dns_port = _dns_server(args.dns_server)
+        nameserver, dns_port = split_server(args.dns_server, 53)
     resolver = MXResolver(nameserver, nameserver_port=dns_port)
     router = Router(resolver, port=args.smtp_port, timeout=args.timeout)
     status = 0

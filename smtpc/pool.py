@@ -254,6 +254,60 @@ class Pool:
             self._drop(member, "ended with QUIT")
 
 
+class DirectPools:
+    """Sessions straight to each recipient domain's mail exchangers (RFC 5321
+    §5): a :class:`Pool` per host, made on first use, hosts tried in the
+    order :class:`~smtpc.routing.MXResolver` gives. A :class:`BulkSender`
+    given one delivers directly instead of through one relay.
+
+    Args:
+        resolver: the MX resolver (its nameserver, port and timeout).
+        port: the mail exchangers' SMTP port.
+        size: sessions at once to each host.
+        pool_options: what else each :class:`Pool` takes.
+    """
+
+    def __init__(
+        self, resolver: Any, *, port: int = 25, size: int = 2, **pool_options: Any
+    ) -> None:
+        self.resolver = resolver
+        self.port = port
+        self.size = size
+        self._options = pool_options
+        self._pools: dict[str, Pool] = {}
+        self._candidates: dict[str, list[Any]] = {}
+
+    async def __aenter__(self) -> DirectPools:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def candidates(self, domain: str) -> list[Any]:
+        """The hosts to try for ``domain``, best first (looked up once).
+
+        Raises:
+            smtpc.routing.RoutingError: no host can take mail for the domain.
+        """
+        if domain not in self._candidates:
+            found = await asyncio.to_thread(self.resolver.resolve, domain)
+            self._candidates[domain] = found
+        return self._candidates[domain]
+
+    def pool(self, address: str) -> Pool:
+        """The pool of sessions to one mail exchanger's address."""
+        if address not in self._pools:
+            self._pools[address] = Pool(
+                address, self.port, size=self.size, **self._options
+            )
+        return self._pools[address]
+
+    async def close(self) -> None:
+        """QUIT the idle sessions of every host."""
+        for pool in self._pools.values():
+            await pool.close()
+
+
 # --- bulk sending ---------------------------------------------------------------
 
 
@@ -447,7 +501,7 @@ class BulkSender:
 
     def __init__(
         self,
-        pool: Pool,
+        pool: Pool | DirectPools,
         *,
         max_attempts: int = 5,
         backoff: float = 1.0,
@@ -494,6 +548,7 @@ class BulkSender:
         """
         results: asyncio.Queue[MessageResult | _End] = asyncio.Queue()
         window = asyncio.Semaphore(2 * self.pool.size)
+        # With DirectPools, size is per host: the window still bounds memory.
         feeder = asyncio.create_task(self._feed(messages, window, results))
         try:
             while True:
@@ -623,8 +678,69 @@ class BulkSender:
     async def _transaction(
         self, message: BulkMessage, replay: _Replay, attempt: _Attempt
     ) -> None:
+        if isinstance(self.pool, DirectPools):
+            await self._direct(self.pool, message, replay, attempt)
+            return
+        await self._relayed(self.pool, message, replay, attempt)
+
+    async def _direct(
+        self,
+        pools: DirectPools,
+        message: BulkMessage,
+        replay: _Replay,
+        attempt: _Attempt,
+    ) -> None:
+        """One transaction per recipient domain, to the first of its mail
+        exchangers that gives a definitive answer (RFC 5321 §5)."""
+        from .routing import RoutingError, domain_of
+
+        domains: dict[str, list[str]] = {}
+        for address in attempt.pending:
+            domains.setdefault(domain_of(address), []).append(address)
+        for number, (domain, addresses) in enumerate(domains.items()):
+            part = _Attempt(addresses)
+            if number and not replay.replayable:
+                part.all_pending(None, "the content cannot be read again")
+            else:
+                try:
+                    candidates = await pools.candidates(domain)
+                except RoutingError as exc:
+                    if exc.permanent:
+                        part.refuse_all(None, str(exc))
+                    else:
+                        part.all_pending(None, str(exc))
+                else:
+                    await self._to_first_host(pools, candidates, message, replay, part)
+            attempt.final.update(part.final)
+            attempt.retry.update(part.retry)
+
+    async def _to_first_host(
+        self,
+        pools: DirectPools,
+        candidates: list[Any],
+        message: BulkMessage,
+        replay: _Replay,
+        part: _Attempt,
+    ) -> None:
+        skipped = []
+        for candidate in candidates:
+            before = (dict(part.final), dict(part.retry))
+            await self._relayed(pools.pool(candidate.address), message, replay, part)
+            # RFC 5321 §5: while no recipient has a definitive answer (no
+            # session, a lost one, or only 4xx replies), the next host may
+            # take the message.
+            if part.final:
+                return
+            part.final, part.retry = before
+            skipped.append(f"{candidate.host} [{candidate.address}]")
+            log.warning("no session with %s: trying the next host", candidate.host)
+        part.all_pending(None, "no mail exchanger answered: " + ", ".join(skipped))
+
+    async def _relayed(
+        self, pool: Pool, message: BulkMessage, replay: _Replay, attempt: _Attempt
+    ) -> None:
         try:
-            async with self.pool.session() as client:
+            async with pool.session() as client:
                 try:
                     with replay.open() as content:
                         result = await client.deliver(

@@ -360,6 +360,19 @@ def _host_key(host: str) -> str:
         return host.lower().rstrip(".")
 
 
+def domain_of(address: str) -> str:
+    """The domain to route a forward-path by: its domain in ASCII (IDNA), or
+    its address literal as written.
+
+    Raises:
+        ValueError: the address has no domain.
+    """
+    local, at, domain = addr_only(address).rpartition("@")
+    if not at or not local or not domain:
+        raise ValueError(f"forward-path {address!r} has no domain")
+    return domain if domain.startswith("[") else to_ascii(domain)
+
+
 def _literal_text(address: str) -> str:
     """The address literal for an address (RFC 5321 §4.1.3)."""
     return f"[IPv6:{address}]" if ":" in address else f"[{address}]"

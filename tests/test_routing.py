@@ -726,3 +726,81 @@ def test_cli_send_direct(
 def test_cli_direct_refuses_a_server_too() -> None:
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["send", "--direct", "--server", "x", "m.eml"])
+
+
+# --- with the bulk sender -----------------------------------------------------------
+
+
+def test_bulk_sender_delivers_directly_through_a_pool_per_host(
+    dns_server: DNSServer, hosts: Hosts
+) -> None:
+    import asyncio
+
+    from smtpc.pool import BulkSender, DirectPools, Outcome
+
+    dns_server.add("one.test.", "MX", "10 a.one.test.", "20 b.one.test.")
+    dns_server.add("a.one.test.", "A", "127.0.0.2")  # nothing listens here
+    dns_server.add("b.one.test.", "A", "127.0.0.3")
+    dns_server.add("two.test.", "A", "127.0.0.4")  # implicit MX
+    dns_server.add("gone.test.", "MX", "0 .")  # null MX
+    backup = hosts.smtp("127.0.0.3")
+    bare = hosts.smtp("127.0.0.4")
+    messages = [
+        (SENDER, ["x@one.test", "y@two.test"], MESSAGE, "m1"),
+        (SENDER, ["z@one.test", "n@gone.test"], MESSAGE, "m2"),
+    ]
+
+    async def run() -> list[Any]:
+        pools = DirectPools(dns_server.resolver(), port=hosts.port, timeout=2.0)
+        async with pools:
+            sender = BulkSender(pools, max_attempts=1)
+            return [r async for r in sender.send(messages)]
+
+    results = {r.id: r for r in asyncio.run(asyncio.wait_for(run(), 30))}
+    assert results["m1"].delivered == ["x@one.test", "y@two.test"]
+    assert results["m2"].delivered == ["z@one.test"]
+    [gone] = [r for r in results["m2"].recipients if r.address == "n@gone.test"]
+    assert gone.outcome is Outcome.REFUSED
+    assert sorted(tuple(e.rcpt_tos) for e in backup.envelopes) == [
+        ("x@one.test",),
+        ("z@one.test",),
+    ]
+    assert [e.rcpt_tos for e in bare.envelopes] == [["y@two.test"]]
+
+
+def test_cli_bulk_direct(dns_server: DNSServer, hosts: Hosts, tmp_path: Path) -> None:
+    import json
+
+    from smtpc import cli
+
+    dns_server.add("one.test.", "MX", "10 mx.one.test.")
+    dns_server.add("mx.one.test.", "A", "127.0.0.5")
+    server = hosts.smtp("127.0.0.5")
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(
+        json.dumps({"id": "j1", "from": SENDER, "to": ["a@one.test"], "content": "x"})
+        + "\n"
+    )
+    report = tmp_path / "report.jsonl"
+    status = cli.main(
+        [
+            "bulk",
+            "--direct",
+            "--dns-server",
+            f"127.0.0.1:{dns_server.port}",
+            "--smtp-port",
+            str(hosts.port),
+            "--timeout",
+            "5",
+            "--progress",
+            "none",
+            "--report",
+            str(report),
+            str(jobs),
+        ]
+    )
+    assert status == 0
+    [line] = [json.loads(x) for x in report.read_text().splitlines()]
+    assert line["id"] == "j1"
+    assert line["recipients"][0]["outcome"] == "delivered"
+    assert [e.rcpt_tos for e in server.envelopes] == [["a@one.test"]]
