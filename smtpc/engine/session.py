@@ -16,12 +16,14 @@ from collections.abc import Callable, Generator
 from typing import Any, Final, TypeAlias
 
 from .. import core
-from ..errors import LocalProtocolError, SMTPServerDisconnected
+from ..errors import LocalProtocolError, RemoteProtocolError, SMTPServerDisconnected
 from .commands import parse_extensions
 from .replies import Reply, ReplyCode, ReplyReader
 
 
 class Step(enum.Enum):
+    """What an operation needs from its driver before it can go on."""
+
     READ = "read"
     DRAIN = "drain"
     START_TLS = "start_tls"
@@ -228,8 +230,6 @@ class Session:
         if reply.code != ReplyCode.SERVICE_READY:
             return reply
         if self.reader.pending:
-            from ..errors import RemoteProtocolError
-
             self.state = State.CLOSED
             raise RemoteProtocolError(
                 -1, "server sent data after its 220 reply to STARTTLS"
@@ -258,8 +258,6 @@ class Session:
                 was cancelled with ``*`` first, and ``last_reply`` holds the
                 server's answer to that.
         """
-        from ..errors import RemoteProtocolError
-
         self.check("AUTH")
         line = b"AUTH " + mechanism.encode("ascii")
         first = respond(None) if initial_response_ok else None
