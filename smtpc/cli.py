@@ -434,7 +434,7 @@ def envelope_from_header(header: bytes) -> tuple[str | None, list[str]]:
     headers = BytesHeaderParser(policy=default).parsebytes(header)
     sender = headers.get("Sender") or headers.get("From")
     from_addr = getaddresses([str(sender)])[0][1] if sender else None
-    fields = [str(headers[f]) for f in ("To", "Cc", "Bcc") if headers[f]]
+    fields = [str(v) for f in ("To", "Cc", "Bcc") for v in headers.get_all(f, [])]
     return from_addr, [a[1] for a in getaddresses(fields) if a[1]]
 
 

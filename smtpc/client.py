@@ -82,9 +82,10 @@ class SMTP(operations.ClientState):
         pipelining: use PIPELINING when the server offers it.
         chunking: use BDAT when the server offers CHUNKING.
         transaction_timeout: seconds for a whole mail transaction sent by
-            :meth:`deliver`, :meth:`sendmail` or :meth:`deliver_many`, from
-            MAIL to the final reply, however the server paces its reading
-            and replies (None: only ``timeout`` applies, to each step).
+            :meth:`deliver` or :meth:`sendmail`, from MAIL to the final
+            reply, however the server paces its reading and replies; for
+            :meth:`deliver_many`, for the whole batch (None: only
+            ``timeout`` applies, to each step).
 
     Raises:
         SMTPConnectError: the greeting was not 220.

@@ -696,7 +696,12 @@ class BulkSender:
 
         domains: dict[str, list[str]] = {}
         for address in attempt.pending:
-            domains.setdefault(domain_of(address), []).append(address)
+            try:
+                domains.setdefault(domain_of(address), []).append(address)
+            except ValueError as exc:
+                attempt.final[address] = RecipientOutcome(
+                    address, Outcome.REFUSED, None, str(exc)
+                )
         for number, (domain, addresses) in enumerate(domains.items()):
             part = _Attempt(addresses)
             if number and not replay.replayable:

@@ -149,3 +149,19 @@ def test_no_password_and_no_terminal_is_a_usage_error(smtp_server: Any) -> None:
     assert done.returncode == 2
     assert b"no password" in done.stderr
     assert b"Traceback" not in done.stderr
+
+
+def test_every_bcc_field_names_recipients(smtpd: Any, tmp_path: Path) -> None:
+    path = tmp_path / "m.eml"
+    path.write_bytes(
+        b"From: a@example.com\r\nTo: b@example.org\r\nBcc: c@example.org\r\n"
+        b"Subject: x\r\nBcc: d@example.org\r\n\r\nbody\r\n"
+    )
+    assert cli.main(["send", "--server", f"{smtpd.host}:{smtpd.port}", str(path)]) == 0
+    (envelope,) = smtpd.envelopes
+    assert sorted(envelope.rcpt_tos) == [
+        "b@example.org",
+        "c@example.org",
+        "d@example.org",
+    ]
+    assert b"Bcc" not in envelope.original_content

@@ -268,3 +268,50 @@ def test_size_of_a_file_is_its_length(scripted_server: Any, tmp_path: Any) -> No
     assert f"MAIL FROM:<sender@example.com> SIZE={70_016}".encode() in sent_lines(
         server
     )
+
+
+def _batch(count: int) -> list[tuple[str, list[str], bytes]]:
+    return [(SENDER, [f"r{i}@example.org"], b"m%d\r\n" % i) for i in range(count)]
+
+
+def test_deliver_many_raises_when_a_421_ends_the_batch(scripted_server: Any) -> None:
+    server = scripted_server(
+        GREETING,
+        ehlo(b"HELP"),
+        OK,
+        OK,
+        b"354 go\r\n",
+        OK,  # the first message
+        OK,
+        OK,
+        b"354 go\r\n",
+        b"421 4.3.2 closing\r\n",  # the second
+    )
+    client = smtpc.SMTP(server.host, server.port)
+    with pytest.raises(smtpc.SMTPServerDisconnected, match="after 2 messages"):
+        client.deliver_many(_batch(5))
+    assert [r.delivered for r in client.last_results] == [True, False]
+    assert client.last_results[1].final.code == 421
+    assert client.sock is None
+
+
+def test_deliver_many_reports_a_message_accepted_before_the_session_ends(
+    scripted_server: Any,
+) -> None:
+    server = scripted_server(
+        GREETING,
+        ehlo(b"PIPELINING"),
+        OK,
+        OK,
+        b"354 go\r\n",  # the first group
+        OK,  # the first message's final reply, read behind the second group
+        OK,
+        b"421 4.3.2 closing\r\n",  # the second MAIL and RCPT
+    )
+    client = smtpc.SMTP(server.host, server.port)
+    with pytest.raises(smtpc.SMTPServerDisconnected):
+        client.deliver_many(_batch(3))
+    first, second = client.last_results
+    assert first.delivered and first.final.code == 250
+    assert second.recipients[0].reply.code == 421
+    assert not second.delivered

@@ -747,7 +747,7 @@ def test_bulk_sender_delivers_directly_through_a_pool_per_host(
     bare = hosts.smtp("127.0.0.4")
     messages = [
         (SENDER, ["x@one.test", "y@two.test"], MESSAGE, "m1"),
-        (SENDER, ["z@one.test", "n@gone.test"], MESSAGE, "m2"),
+        (SENDER, ["z@one.test", "n@gone.test", "no-domain"], MESSAGE, "m2"),
     ]
 
     async def run() -> list[Any]:
@@ -759,8 +759,10 @@ def test_bulk_sender_delivers_directly_through_a_pool_per_host(
     results = {r.id: r for r in asyncio.run(asyncio.wait_for(run(), 30))}
     assert results["m1"].delivered == ["x@one.test", "y@two.test"]
     assert results["m2"].delivered == ["z@one.test"]
-    [gone] = [r for r in results["m2"].recipients if r.address == "n@gone.test"]
-    assert gone.outcome is Outcome.REFUSED
+    outcomes = {r.address: r for r in results["m2"].recipients}
+    assert outcomes["n@gone.test"].outcome is Outcome.REFUSED
+    assert outcomes["no-domain"].outcome is Outcome.REFUSED
+    assert "no domain" in (outcomes["no-domain"].error or "")
     assert sorted(tuple(e.rcpt_tos) for e in backup.envelopes) == [
         ("x@one.test",),
         ("z@one.test",),

@@ -104,10 +104,10 @@ class TransactionResult:
     @property
     def delivered(self) -> bool:
         """The final reply accepted the message for at least one recipient."""
-        if self.final is None:
+        if self.final is None or not any(r.accepted for r in self.recipients):
             return False
         if any(r.final is not None for r in self.recipients):
-            return any(r.accepted for r in self.recipients)
+            return True
         return self.final.code == ReplyCode.COMPLETED
 
     @property
@@ -218,22 +218,22 @@ def run_transaction(
             result.mail = yield READ
             session.after("MAIL", result.mail)
             for recipient in result.recipients:
+                if _closed(session):
+                    return result
                 recipient.reply = yield READ
+            if _closed(session):
+                return result
             if eager is not None or not use_bdat:
                 result.data = yield READ
             if eager is not None:
                 result.final = result.data
-            if session.state is State.CLOSED:
+            if _closed(session):
                 return result
-        if result.mail is None or result.mail.code != ReplyCode.COMPLETED:
-            return (yield from _abandon(session, result))
-        if not any(
-            r.reply is not None and r.reply.code in (250, 251)
-            for r in result.recipients
-        ):
+        mail_ok = result.mail is not None and result.mail.code == ReplyCode.COMPLETED
+        if not (mail_ok and _any_accepted(result)):
             if result.data is not None and result.data.code == 354:
-                # RFC 2920 §3.1: DATA was accepted with no recipient left;
-                # end it with no content.
+                # RFC 2920 §3.1: DATA was accepted with no transaction to
+                # carry; end it with no content.
                 emitter.end_data()
                 result.final = yield READ
             return (yield from _abandon(session, result))
@@ -321,17 +321,30 @@ def run_many(
             before it is finished and reported first.
     """
     pending: TransactionResult | None = None
+    count = 0
     try:
         for envelope, chunks, single in transactions:
-            result = yield from run_transaction(
-                session,
-                envelope,
-                chunks,
-                chunking=chunking,
-                single_chunk=single,
-                pending=pending,
-                defer_final=True,
-            )
+            try:
+                result = yield from run_transaction(
+                    session,
+                    envelope,
+                    chunks,
+                    chunking=chunking,
+                    single_chunk=single,
+                    pending=pending,
+                    defer_final=True,
+                )
+            except SMTPServerDisconnected as exc:
+                # The earlier message's final reply may have come before the
+                # loss: it is reported as it stands, then this one.
+                if pending is not None:
+                    done(pending)
+                    pending = None
+                lost = getattr(exc, "result", None)
+                if isinstance(lost, TransactionResult):
+                    done(lost)
+                raise
+            count += 1
             if pending is not None:
                 done(pending)
             # Content sent, final reply still to come (defer_final).
@@ -340,7 +353,13 @@ def run_many(
             if pending is None:
                 done(result)
             if session.state is State.CLOSED:
-                return None
+                # A 421 ended the session: say so, rather than stop short.
+                error = SMTPServerDisconnected(
+                    f"the server closed the session after {count} messages"
+                )
+                if result.final is None:
+                    result.error = error
+                raise error
     finally:
         if (
             pending is not None
@@ -350,6 +369,17 @@ def run_many(
             yield from finish_pending(session, pending)
             done(pending)
     return None
+
+
+def _closed(session: Session) -> bool:
+    # A 421 reply closes the session between two reads (RFC 5321 §3.8).
+    return session.state is State.CLOSED
+
+
+def _any_accepted(result: TransactionResult) -> bool:
+    return any(
+        r.reply is not None and r.reply.code in (250, 251) for r in result.recipients
+    )
 
 
 def _abandon(session: Session, result: TransactionResult) -> Steps:
