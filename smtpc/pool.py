@@ -38,7 +38,7 @@ from .errors import (
     SMTPSenderRefused,
     SMTPServerDisconnected,
 )
-from .sources import MessageFile
+from .sources import is_reusable
 
 if TYPE_CHECKING:
     import ssl
@@ -386,13 +386,11 @@ class _Replay:
     @property
     def replayable(self) -> bool:
         content = self.content
-        if isinstance(
-            content, bytes | bytearray | memoryview | str | os.PathLike | MessageFile
-        ):
+        if is_reusable(content) or isinstance(content, os.PathLike):
             return True
         if hasattr(content, "read"):
             return self.start is not None
-        return not isinstance(content, Iterable) or _is_message(content)
+        return not isinstance(content, Iterable)
 
     @contextlib.contextmanager
     def open(self) -> Iterator[Any]:
@@ -410,10 +408,6 @@ class _Replay:
                 content.seek(self.start)
         self.used = True
         yield content
-
-
-def _is_message(content: Any) -> bool:
-    return hasattr(content, "policy") and hasattr(content, "get_all")
 
 
 class _Attempt:

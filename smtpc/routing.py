@@ -46,7 +46,6 @@ import io
 import ipaddress
 import logging
 import random
-import sys
 import tempfile
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -63,6 +62,7 @@ from .errors import (
     SMTPServerDisconnected,
     SMTPTimeoutError,
 )
+from .sources import is_reusable
 
 if TYPE_CHECKING:
     from .client import SMTP
@@ -890,7 +890,7 @@ class _Replay:
         self._msg = msg
         self._start: int | None = None
         self._spool: Any = None
-        if isinstance(msg, bytes | bytearray | memoryview | str):
+        if is_reusable(msg):
             return
         if isinstance(msg, io.TextIOBase):
             raise TypeError("message file must be opened in binary mode")
@@ -899,8 +899,6 @@ class _Replay:
                 self._start = msg.tell()
             else:
                 self._spool_chunks(iter(lambda: msg.read(64 * 1024), b""))
-            return
-        if _is_message(msg):
             return
         if isinstance(msg, Iterable):
             self._spool_chunks(msg)
@@ -942,11 +940,6 @@ def _seekable(file: Any) -> bool:
         return bool(file.seekable())
     except (AttributeError, OSError, ValueError):
         return False
-
-
-def _is_message(msg: object) -> bool:
-    message = sys.modules.get("email.message")
-    return message is not None and isinstance(msg, message.Message)
 
 
 def _reply_of(exc: BaseException) -> Reply | None:

@@ -125,7 +125,7 @@ def open_source(msg: Any, chunk_size: int = CHUNK_SIZE) -> Source:
     if hasattr(msg, "read"):
         size = _file_size(msg)  # before the first read moves the position
         return Source(_read_file(msg, chunk_size), size, None, False)
-    if _is_email_message(msg):
+    if is_email_message(msg):
         return from_bytes(flatten(msg))
     composed = sys.modules.get("smtpc.mime")
     if composed is not None and isinstance(msg, composed.Message):
@@ -142,7 +142,15 @@ def open_source(msg: Any, chunk_size: int = CHUNK_SIZE) -> Source:
     )
 
 
-def _is_email_message(msg: object) -> bool:
+def is_reusable(msg: object) -> bool:
+    """Whether ``msg`` gives the whole message again each time it is sent:
+    bytes, str, a :class:`MessageFile` or an ``email.message.Message``."""
+    if isinstance(msg, bytes | bytearray | memoryview | str | MessageFile):
+        return True
+    return is_email_message(msg)
+
+
+def is_email_message(msg: object) -> bool:
     # A Message can only exist once its module is loaded: no import here.
     message = sys.modules.get("email.message")
     return message is not None and isinstance(msg, message.Message)
