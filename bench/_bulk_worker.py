@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import logging
 import os
 import sys
@@ -35,6 +34,7 @@ from _worker import (  # noqa: E402 - after the path to bench/
     TO,
     _reset_peak,
     _status,
+    serve,
     small_message,
 )
 
@@ -168,18 +168,7 @@ def run_extensions(
 
 
 def main() -> None:
-    task, args = sys.argv[1], json.loads(sys.argv[2])
-    if task == "bulk-memory":
-        result: Any = run_bulk_memory(**args)
-    elif task == "extensions":
-        result = run_extensions(**args)
-    else:
-        raise SystemExit(f"unknown task {task!r}")
-    if "smtpc" in sys.modules:
-        from smtpc import core
-
-        result["core"] = core.IMPLEMENTATION
-    print(json.dumps(result))
+    serve({"bulk-memory": run_bulk_memory, "extensions": run_extensions})
 
 
 if __name__ == "__main__":

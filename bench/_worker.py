@@ -284,19 +284,27 @@ def run_large(
     return {"seconds": seconds, "peak": memory.peak, "method": memory.method}
 
 
-def main() -> None:
+def serve(tasks: dict[str, Callable[..., dict[str, Any]]]) -> None:
+    """Run the task named on the command line with its JSON arguments, and
+    print its result as JSON, with the smtpc core it used."""
     task, args = sys.argv[1], json.loads(sys.argv[2])
-    if task == "small":
-        result: Any = {"seconds": run_small(**args)}
-    elif task == "large":
-        result = run_large(**args)
-    else:
+    if task not in tasks:
         raise SystemExit(f"unknown task {task!r}")
+    result = tasks[task](**args)
     if "smtpc" in sys.modules:
         from smtpc import core
 
         result["core"] = core.IMPLEMENTATION
     print(json.dumps(result))
+
+
+def main() -> None:
+    serve(
+        {
+            "small": lambda **args: {"seconds": run_small(**args)},
+            "large": run_large,
+        }
+    )
 
 
 if __name__ == "__main__":
