@@ -776,7 +776,9 @@ class SMTP(operations.ClientState):
 
 def _sendmsg_all(sock: socket.socket, pieces: list[Any]) -> None:
     sent = sock.sendmsg(pieces)
-    total = sum(memoryview(p).nbytes for p in pieces)
+    # A view counts octets by nbytes; making a view of every piece here
+    # would cost more than the send on small messages.
+    total = sum(p.nbytes if isinstance(p, memoryview) else len(p) for p in pieces)
     if sent == total:
         return
     # A partial send: finish piece by piece from where the kernel stopped.
