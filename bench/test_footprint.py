@@ -183,13 +183,6 @@ def test_size_build_is_smaller(code: dict[str, dict[str, Any]]) -> None:
     assert code["-Os"]["elf"]["code"] < code["-O2"]["elf"]["code"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="about 21 KB at -O2, 13 KB at -Os: most of it is the argument "
-    "parsing and error paths Cython writes around each def method; 7.1 KB "
-    "needs the hot loops as cdef functions called through few, small "
-    "Python entry points",
-)
 @pytest.mark.parametrize("build", ["-O2", "-Os"])
 def test_hot_path_code_size(code: dict[str, dict[str, Any]], build: str) -> None:
     """Budget: the hot path's code is at most 7.1 KB."""

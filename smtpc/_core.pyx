@@ -1,19 +1,20 @@
 # cython: auto_pickle=False, autotestdict=False, binding=False
+# cython: always_allow_keywords=False, cdivision=True
 # cython: embedsignature.format=clinic
 """Compiled core: dot-stuffing, the fixed-buffer emitter, command checks, base64.
 
 ``smtpc._core_py`` is its pure-Python twin: same names, same bytes, same
 exceptions. The loops over message content touch no Python objects, and the
 emitter's only Python objects are the memoryviews it hands to the sink.
+
+Code size is part of the design: every entry point on the hot path takes its
+arguments as one object or a plain tuple, so that no keyword parsing is
+compiled, and each failed check hands its arguments to the twin, which raises
+the error with its message. The twins cannot disagree on an error message, and
+the compiled core holds no code to format one.
 """
 
-from cpython.buffer cimport (
-    PyBUF_READ,
-    PyBUF_SIMPLE,
-    PyBuffer_Release,
-    PyObject_CheckBuffer,
-    PyObject_GetBuffer,
-)
+from cpython.buffer cimport PyBUF_READ, PyBuffer_IsContiguous, PyObject_CheckBuffer
 from cpython.bytes cimport (
     PyBytes_AS_STRING,
     PyBytes_Check,
@@ -22,12 +23,20 @@ from cpython.bytes cimport (
     PyBytes_GET_SIZE,
     _PyBytes_Resize,
 )
-from cpython.list cimport PyList_GET_SIZE
-from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from cpython.memoryview cimport PyMemoryView_FromMemory
+from cpython.memoryview cimport (
+    PyMemoryView_FromMemory,
+    PyMemoryView_FromObject,
+    PyMemoryView_GET_BUFFER,
+)
 from cpython.object cimport PyObject
-from cpython.ref cimport Py_DECREF
+from cpython.list cimport PyList_New, PyList_SET_ITEM
+from cpython.ref cimport Py_DECREF, Py_INCREF
+from cpython.tuple cimport PyTuple_GET_SIZE
 from libc.string cimport memcpy
+
+cimport cython
+
+from smtpc import _core_py as _twin
 
 cdef extern from "Python.h":
     const Py_ssize_t PY_SSIZE_T_MAX
@@ -35,6 +44,15 @@ cdef extern from "Python.h":
     PyObject *_bytes_new "PyBytes_FromStringAndSize" (
         const char *s, Py_ssize_t n) except NULL
     char *_bytes_data "PyBytes_AS_STRING" (PyObject *o) noexcept nogil
+    # Plain calls, where Cython would inline its own general code.
+    object _call "PyObject_Call" (object f, object args, PyObject *kw)
+    object _call_one "PyObject_CallOneArg" (object f, object arg)
+    PyObject *_item "PyTuple_GET_ITEM" (object t, Py_ssize_t i) noexcept
+    bytearray _bytearray_new "PyByteArray_FromStringAndSize" (
+        const char *s, Py_ssize_t n)
+    Py_ssize_t _as_size "PyNumber_AsSsize_t" (object o, PyObject *exc) except? -1
+    char *_bytearray_data "PyByteArray_AS_STRING" (object o) noexcept
+    void _set_error "PyErr_SetString" (object kind, const char *text) noexcept
 
 cdef extern from *:
     """
@@ -55,48 +73,53 @@ MAX_LOCAL_PART = _MAX_LOCAL_PART
 MAX_DOMAIN = _MAX_DOMAIN
 MAX_PATH = _MAX_PATH
 
+# Functions that only the twin has: they are off the hot path, and the
+# standard library's C code does their work there.
+check_argument = _twin.check_argument
+b64decode = _twin.b64decode
 
-cdef int _require_bytes(object value, object what) except -1:
-    if not PyBytes_Check(value):
-        raise TypeError(f"{what} must be bytes, not {type(value).__name__}")
-    return 0
-
-
-cdef int _get_buffer(object data, Py_buffer *view) except -1:
-    if not PyObject_CheckBuffer(data):
-        raise TypeError(
-            f"expected a bytes-like object, not {type(data).__name__}")
-    PyObject_GetBuffer(data, view, PyBUF_SIMPLE)
-    return 0
+# The twin's checks, which raise the errors of the compiled core.
+cdef object _check_command = _twin._check_command
+cdef object _check_path = _twin.check_path
+cdef object _check_size = _twin._check_size
+cdef object _byte_view = _twin._byte_view
+cdef object _b64encode = _twin.b64encode
 
 
-cdef bint _has_line_break(object arg) noexcept:
-    # arg is bytes or a subclass: the callers have checked.
-    cdef const unsigned char *s = <const unsigned char *>PyBytes_AS_STRING(arg)
+cdef int _refuse(object check, tuple args) except -1:
+    # A check failed here: the twin's raises the error.
+    _call(check, args, NULL)
+    _set_error(SystemError, b"smtpc._core and smtpc._core_py disagree")
+    return -1
+
+
+cdef object _view(object data, const char **start, Py_ssize_t *length):
+    # The contents of a bytes-like object; the result keeps them alive and
+    # fixed until it is released. bytes need no view.
+    cdef Py_buffer *buffer
+
+    if PyBytes_Check(data):
+        start[0] = PyBytes_AS_STRING(data)
+        length[0] = PyBytes_GET_SIZE(data)
+        return data
+    view = None
+    if PyObject_CheckBuffer(data):
+        view = PyMemoryView_FromObject(data)
+        buffer = PyMemoryView_GET_BUFFER(view)
+    if view is None or not PyBuffer_IsContiguous(buffer, b'C'):
+        _refuse(_byte_view, (data,))
+    start[0] = <const char *>buffer.buf
+    length[0] = buffer.len
+    return view
+
+
+cdef bint _has_line_break(const unsigned char *s, Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t i
-    cdef unsigned char c
 
-    for i in range(PyBytes_GET_SIZE(arg)):
-        c = s[i]
-        if c == c'\r' or c == c'\n' or c == 0:
+    for i in range(n):
+        if s[i] == c'\r' or s[i] == c'\n' or s[i] == 0:
             return True
     return False
-
-
-cdef int _check_argument(object arg, object what) except -1:
-    _require_bytes(arg, what)
-    if _has_line_break(arg):
-        raise ValueError(f"{what} contains CR, LF or NUL")
-    return 0
-
-
-def check_argument(arg, what):
-    """Refuse a command argument that could end the command line early.
-
-    Raises ValueError if ``arg`` contains CR, LF or NUL (RFC 5321 §2.3.8),
-    TypeError if it is not bytes.
-    """
-    _check_argument(arg, what)
 
 
 def check_path(address):
@@ -110,46 +133,25 @@ def check_path(address):
     cdef Py_ssize_t n, i, at = -1
     cdef unsigned char c
 
-    _check_argument(address, "address")
-    s = <const unsigned char *>PyBytes_AS_STRING(address)
-    n = PyBytes_GET_SIZE(address)
-    if n + 2 > _MAX_PATH:
-        raise ValueError(f"address longer than {_MAX_PATH} octets")
+    cdef bint bad = not PyBytes_Check(address)
 
-    # The local part ends at the last "@": it may itself hold a quoted "@".
-    for i in range(n - 1, -1, -1):
-        if s[i] == c'@':
-            at = i
-            break
-    if at >= 0:
-        if at > _MAX_LOCAL_PART:
-            raise ValueError(f"local part longer than {_MAX_LOCAL_PART} octets")
-        if n - at - 1 > _MAX_DOMAIN:
-            raise ValueError(f"domain longer than {_MAX_DOMAIN} octets")
-
-    for i in range(n):
-        c = s[i]
-        if c <= c' ' or c == 0x7f or c == c'<' or c == c'>':
-            raise ValueError(
-                "address contains a control character, space or angle bracket")
+    if not bad:
+        s = <const unsigned char *>PyBytes_AS_STRING(address)
+        n = PyBytes_GET_SIZE(address)
+        # The local part ends at the last "@": it may itself hold a quoted "@".
+        for i in range(n):
+            c = s[i]
+            bad |= c <= c' ' or c == 0x7f or c == c'<' or c == c'>'
+            if c == c'@':
+                at = i
+        bad |= (n + 2 > _MAX_PATH or at > _MAX_LOCAL_PART
+                or (at >= 0 and n - at - 1 > _MAX_DOMAIN))
+    if bad:
+        _refuse(_check_path, (address,))
 
 
 cdef const char *_B64_ALPHABET = (
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
-
-
-cdef inline int _b64_value(unsigned char c) noexcept nogil:
-    if c'A' <= c <= c'Z':
-        return c - c'A'
-    if c'a' <= c <= c'z':
-        return c - c'a' + 26
-    if c'0' <= c <= c'9':
-        return c - c'0' + 52
-    if c == c'+':
-        return 62
-    if c == c'/':
-        return 63
-    return -1
 
 
 def b64encode(data):
@@ -161,77 +163,30 @@ def b64encode(data):
     cdef unsigned char *o
     cdef Py_ssize_t n, i
     cdef unsigned int v
+    cdef int k
 
-    _require_bytes(data, "data")
+    if not PyBytes_Check(data):
+        _refuse(_b64encode, (data,))
     s = <const unsigned char *>PyBytes_AS_STRING(data)
     n = PyBytes_GET_SIZE(data)
-    if n > PY_SSIZE_T_MAX // 4 * 3 - 2:
-        raise MemoryError()
     out = PyBytes_FromStringAndSize(NULL, (n + 2) // 3 * 4)
     o = <unsigned char *>PyBytes_AS_STRING(out)
 
-    for i in range(0, n - 2, 3):
-        v = s[i] << 16 | s[i + 1] << 8 | s[i + 2]
-        o[0] = _B64_ALPHABET[v >> 18]
-        o[1] = _B64_ALPHABET[v >> 12 & 63]
-        o[2] = _B64_ALPHABET[v >> 6 & 63]
-        o[3] = _B64_ALPHABET[v & 63]
-        o += 4
-    i = n - n % 3
-    if i < n:
+    # Groups of three octets; a short last group is read as if zero-filled,
+    # and its missing characters are padding.
+    for i in range(0, n, 3):
         v = s[i] << 16
         if i + 1 < n:
             v |= s[i + 1] << 8
-        o[0] = _B64_ALPHABET[v >> 18]
-        o[1] = _B64_ALPHABET[v >> 12 & 63]
-        o[2] = _B64_ALPHABET[v >> 6 & 63] if i + 1 < n else c'='
-        o[3] = c'='
-    return out
-
-
-def b64decode(data):
-    """Decode standard, padded base64, as in an AUTH challenge (RFC 4954 §4).
-
-    Raises ValueError for whitespace, a character outside the alphabet, a
-    length that is not a multiple of 4, or padding anywhere but at the end;
-    TypeError if ``data`` is not bytes.
-    """
-    cdef const unsigned char *s
-    cdef unsigned char *o
-    cdef Py_ssize_t n, i, pad = 0
-    cdef int a, b, c, d
-    cdef bint last
-
-    _require_bytes(data, "data")
-    s = <const unsigned char *>PyBytes_AS_STRING(data)
-    n = PyBytes_GET_SIZE(data)
-    if n % 4:
-        raise ValueError("invalid base64")
-    if n == 0:
-        return b""
-    if s[n - 1] == c'=':
-        pad = 2 if s[n - 2] == c'=' else 1
-    out = PyBytes_FromStringAndSize(NULL, n // 4 * 3 - pad)
-    o = <unsigned char *>PyBytes_AS_STRING(out)
-
-    # The padding of the last quantum stands for zero bits and shortens the
-    # output; an "=" anywhere else is outside the alphabet.
-    for i in range(0, n, 4):
-        last = i + 4 == n
-        a = _b64_value(s[i])
-        b = _b64_value(s[i + 1])
-        c = 0 if last and pad == 2 else _b64_value(s[i + 2])
-        d = 0 if last and pad else _b64_value(s[i + 3])
-        if a < 0 or b < 0 or c < 0 or d < 0:
-            raise ValueError("invalid base64")
-        o[0] = <unsigned char>(a << 2 | b >> 4)
-        if last and pad == 2:
-            break
-        o[1] = <unsigned char>(b << 4 | c >> 2)
-        if last and pad:
-            break
-        o[2] = <unsigned char>(c << 6 | d)
-        o += 3
+        if i + 2 < n:
+            v |= s[i + 2]
+        for k in range(4):
+            o[k] = _B64_ALPHABET[v >> (18 - 6 * k) & 63]
+        o += 4
+    if n % 3:
+        o[-1] = c'='
+        if n % 3 == 1:
+            o[-2] = c'='
     return out
 
 
@@ -496,42 +451,38 @@ cdef class Base64Encoder:
 
         Raises TypeError if ``data`` is not a bytes-like object.
         """
-        cdef Py_buffer view
+        cdef const char *src
         cdef const unsigned char *s
         cdef unsigned char *o
         cdef Py_ssize_t n, lines, need
 
-        _get_buffer(data, &view)
-        try:
-            s = <const unsigned char *>view.buf
-            n = view.len
-            if n > PY_SSIZE_T_MAX // 2 - _B64_LINE_OCTETS:
-                raise MemoryError()
-            lines = (self._npending + n) // _B64_LINE_OCTETS
-            if lines == 0:
-                memcpy(self._pending + self._npending, s, <size_t>n)
-                self._npending += n
-                return b""
-            out = PyBytes_FromStringAndSize(NULL, lines * 78)
-            o = <unsigned char *>PyBytes_AS_STRING(out)
+        keep = _view(data, &src, &n)
+        s = <const unsigned char *>src
+        if n > PY_SSIZE_T_MAX // 2 - _B64_LINE_OCTETS:
+            raise MemoryError()
+        lines = (self._npending + n) // _B64_LINE_OCTETS
+        if lines == 0:
+            memcpy(self._pending + self._npending, s, <size_t>n)
+            self._npending += n
+            return b""
+        out = PyBytes_FromStringAndSize(NULL, lines * 78)
+        o = <unsigned char *>PyBytes_AS_STRING(out)
 
-            # The octets held from the last chunk start the first line.
-            if self._npending:
-                need = _B64_LINE_OCTETS - self._npending
-                memcpy(self._pending + self._npending, s, <size_t>need)
-                o = smtpc_b64_lines(self._pending, 1, o)
-                s += need
-                n -= need
-                lines -= 1
-                self._npending = 0
-            o = smtpc_b64_lines(s, lines, o)
-            s += lines * _B64_LINE_OCTETS
-            n -= lines * _B64_LINE_OCTETS
-            memcpy(self._pending, s, <size_t>n)
-            self._npending = n
-            return out
-        finally:
-            PyBuffer_Release(&view)
+        # The octets held from the last chunk start the first line.
+        if self._npending:
+            need = _B64_LINE_OCTETS - self._npending
+            memcpy(self._pending + self._npending, s, <size_t>need)
+            o = smtpc_b64_lines(self._pending, 1, o)
+            s += need
+            n -= need
+            lines -= 1
+            self._npending = 0
+        o = smtpc_b64_lines(s, lines, o)
+        s += lines * _B64_LINE_OCTETS
+        n -= lines * _B64_LINE_OCTETS
+        memcpy(self._pending, s, <size_t>n)
+        self._npending = n
+        return out
 
     def finish(self):
         """Return the last line, padded, with its CRLF; reset the encoder."""
@@ -570,24 +521,20 @@ cdef class QuotedPrintableEncoder:
 
         Raises TypeError if ``data`` is not a bytes-like object.
         """
-        cdef Py_buffer view
+        cdef const char *src
         cdef Py_ssize_t n, cap
         cdef PyObject *raw
         cdef char *out
 
-        _get_buffer(data, &view)
-        try:
-            n = view.len
-            if n > (PY_SSIZE_T_MAX - 128) // 4:
-                raise MemoryError()
-            cap = self._state.end + 3 * n + n // 8 + 32
-            raw = _bytes_new(NULL, cap)
-            out = _bytes_data(raw)
-            memcpy(out, self._line, <size_t>self._state.end)
-            smtpc_qp_encode(&self._state, <const unsigned char *>view.buf, n,
-                            <unsigned char *>out)
-        finally:
-            PyBuffer_Release(&view)
+        keep = _view(data, &src, &n)
+        if n > (PY_SSIZE_T_MAX - 128) // 4:
+            raise MemoryError()
+        cap = self._state.end + 3 * n + n // 8 + 32
+        raw = _bytes_new(NULL, cap)
+        out = _bytes_data(raw)
+        memcpy(out, self._line, <size_t>self._state.end)
+        smtpc_qp_encode(&self._state, <const unsigned char *>src, n,
+                        <unsigned char *>out)
         SMTPC_INVARIANT(self._state.end <= cap)
         SMTPC_INVARIANT(self._state.end - self._state.start <= _QP_LINE)
 
@@ -619,6 +566,7 @@ cdef class QuotedPrintableEncoder:
 
 
 # --- end of the streaming transfer encodings ----------------------------------
+
 
 
 # Dot-stuffing (RFC 5321 §4.5.2). The content is read as runs of input that
@@ -671,20 +619,13 @@ cdef struct Scan:
     StuffState state     # the encoder's state, held here while a chunk is read
 
 
-cdef inline void _scan_init(Scan *sc, StuffState *state, const void *src,
-                            Py_ssize_t n) noexcept nogil:
-    sc.src = <const unsigned char *>src
-    sc.end = n
-    sc.pos = 0
-    sc.state = state[0]
-
-
-cdef inline int _next_run(Scan *sc, Py_ssize_t *start,
-                          Py_ssize_t *stop) noexcept nogil:
+cdef int _next_run(Scan *sc, Py_ssize_t *start,
+                   Py_ssize_t *stop) noexcept nogil:
     cdef const unsigned char *s = sc.src
     cdef Py_ssize_t n = sc.end
     cdef Py_ssize_t i = sc.pos
     cdef Py_ssize_t e
+    cdef int code = _END
 
     if i < n and sc.state.skip_lf:
         # Only a chunk's first byte can meet this flag: the LF that completes
@@ -693,58 +634,51 @@ cdef inline int _next_run(Scan *sc, Py_ssize_t *start,
         if s[i] == c'\n':
             i += 1
     start[0] = i
-    if i == n:
-        stop[0] = i
-        sc.pos = i
-        return _END
-    if sc.state.at_line_start:
+    e = i
+    if i < n and sc.state.at_line_start:
         sc.state.at_line_start = False
         if s[i] == c'.' and not sc.state.keep_dots:
-            stop[0] = i
-            sc.pos = i
-            return _DOT
-
-    while True:
+            code = _DOT
+    while code == _END and i < n:
         e = smtpc_find_eol(s, i, n)
         if e == n:
-            stop[0] = n
-            sc.pos = n
-            return _END
+            break
         if s[e] == c'\r' and e + 1 < n and s[e + 1] == c'\n':
-            i = e + 2
+            i = e = e + 2
             if i == n:
                 sc.state.at_line_start = True
-                stop[0] = n
-                sc.pos = n
-                return _END
-            if s[i] == c'.' and not sc.state.keep_dots:
-                stop[0] = i
-                sc.pos = i
-                return _DOT
+            elif s[i] == c'.' and not sc.state.keep_dots:
+                code = _DOT
             continue
-        stop[0] = e
-        sc.pos = e + 1
+        # A bare CR or LF: skipped, and CRLF inserted in its place.
         sc.state.at_line_start = True
         sc.state.skip_lf = s[e] == c'\r' and e + 1 == n
+        stop[0] = e
+        sc.pos = e + 1
         return _CRLF
+    stop[0] = e
+    sc.pos = e
+    return code
 
 
-cdef object _encode(StuffState *st, object data, Py_buffer *view):
+cdef object _encode(StuffState *st, object data, const char *src,
+                    Py_ssize_t n):
     cdef Scan sc
     cdef Py_ssize_t a, b, cap = 0, o = 0
     cdef int code
     cdef PyObject *raw = NULL
     cdef char *out
 
-    if view.len == 0:
+    if n == 0:
         return b""
-    if view.len > PY_SSIZE_T_MAX // 2:
-        raise MemoryError()
-    _scan_init(&sc, st, view.buf, view.len)
+    sc.src = <const unsigned char *>src
+    sc.end = n
+    sc.pos = 0
+    sc.state = st[0]
     while True:
         code = _next_run(&sc, &a, &b)
         if raw == NULL:
-            if code == _END and b - a == view.len and PyBytes_CheckExact(data):
+            if code == _END and b - a == n and PyBytes_CheckExact(data):
                 # Nothing to change: share the caller's bytes.
                 st[0] = sc.state
                 return data
@@ -753,10 +687,10 @@ cdef object _encode(StuffState *st, object data, Py_buffer *view):
             # a sixteenth more; past that, the result grows once to the worst
             # case for the rest of the chunk. Reserving the worst case up
             # front would double the memory touched for large chunks.
-            cap = view.len + view.len // 16 + 16
+            cap = n + n // 16 + 16
             raw = _bytes_new(NULL, cap)
         if o + (b - a) + 2 > cap:
-            cap = o + 2 * (view.len - a)
+            cap = o + 2 * (n - a)
             _PyBytes_Resize(&raw, cap)
         out = _bytes_data(raw)
         memcpy(out + o, sc.src + a, <size_t>(b - a))
@@ -780,6 +714,14 @@ cdef object _encode(StuffState *st, object data, Py_buffer *view):
     return result
 
 
+cdef object _encode_chunk(StuffState *st, object data):
+    cdef const char *src
+    cdef Py_ssize_t n
+
+    keep = _view(data, &src, &n)
+    return _encode(st, data, src, n)
+
+
 cdef class DataEncoder:
     """Streaming dot-stuffer for the message content after DATA.
 
@@ -792,21 +734,13 @@ cdef class DataEncoder:
 
     def __cinit__(self):
         self._state.at_line_start = True
-        self._state.skip_lf = False
-        self._state.keep_dots = False
 
     def encode(self, data):
         """Return the dot-stuffed form of the next chunk of message content.
 
         Raises TypeError if ``data`` is not a bytes-like object.
         """
-        cdef Py_buffer view
-
-        _get_buffer(data, &view)
-        try:
-            return _encode(&self._state, data, &view)
-        finally:
-            PyBuffer_Release(&view)
+        return _encode_chunk(&self._state, data)
 
     def finish(self):
         """Return what ends the message content: CRLF if needed, then ".", CRLF.
@@ -814,7 +748,8 @@ cdef class DataEncoder:
         The encoder is reset afterwards, ready for the next message.
         """
         end = b".\r\n" if self._state.at_line_start else b"\r\n.\r\n"
-        self.reset()
+        self._state.at_line_start = True
+        self._state.skip_lf = False
         return end
 
     def reset(self):
@@ -831,8 +766,6 @@ cdef class LineEncoder:
     """
 
     def __cinit__(self):
-        self._state.at_line_start = True
-        self._state.skip_lf = False
         self._state.keep_dots = True
 
     def encode(self, data):
@@ -840,33 +773,24 @@ cdef class LineEncoder:
 
         Raises TypeError if ``data`` is not a bytes-like object.
         """
-        cdef Py_buffer view
-
-        _get_buffer(data, &view)
-        try:
-            return _encode(&self._state, data, &view)
-        finally:
-            PyBuffer_Release(&view)
+        return _encode_chunk(&self._state, data)
 
 
+@cython.final
+@cython.embedsignature(False)
 cdef class Emitter:
-    """Output through one fixed buffer to a sink.
+    """Emitter(sink, size=256, /)\n--\n\nOutput through one fixed buffer to a sink.
 
-    The sink takes a list of bytes or memoryview objects and must send them
-    all, in order, before it returns; it must not keep the memoryviews, which
-    show the buffer's memory and the caller's chunks. Commands stay in the
-    buffer until it is full or flush() is called, so pipelined commands leave
-    in one send.
+    The sink takes a list of one or two bytes-like objects and must send them,
+    in order, before it returns; it must not keep them, since one may be a
+    memoryview of the buffer. Commands stay in the buffer until it is full or
+    flush() is called, so pipelined commands leave in one send.
 
-    In message content, a run of input that needs no change and is at least an
-    eighth of the buffer goes to the sink as a memoryview of the caller's
-    chunk. Shorter runs and the inserted "." and CRLF are copied into the
-    buffer, and go beside those views as views of the buffer, or as small
-    bytes objects when only a few octets lie between two views. A sink call
-    carries at most 64 pieces; write_data() hands every view of a chunk to
-    the sink before it returns. A chunk of 4 KiB or more is encoded whole
-    and goes as one piece (the chunk itself when it needs no change), so
-    text with bare LF line endings leaves in large writes.
+    Message content is dot-stuffed a chunk at a time. An encoded chunk that
+    fits in the free space is copied into the buffer; a larger one goes to the
+    sink at once, behind the buffered octets and in the same call, without
+    being copied again. A chunk that needs no change goes as the caller's own
+    bytes object, so CRLF text leaves without a copy.
 
     Raises ValueError if ``size`` is below MIN_BUFFER_SIZE.
     """
@@ -875,35 +799,27 @@ cdef class Emitter:
         # Safe defaults until __init__ has run: a sink call then fails.
         self._buf = self._inline
         self._size = _DEFAULT_BUFFER_SIZE
-        self._zero_copy = _DEFAULT_BUFFER_SIZE // 8
         self._data.at_line_start = True
 
-    def __init__(self, sink, Py_ssize_t size=_DEFAULT_BUFFER_SIZE):
-        cdef char *buf = self._inline
+    def __init__(self, *args):
+        cdef Py_ssize_t size = _DEFAULT_BUFFER_SIZE
+        cdef Py_ssize_t n = PyTuple_GET_SIZE(args)
 
-        if size < _MIN_BUFFER_SIZE:
-            raise ValueError(
-                f"buffer size must be at least {_MIN_BUFFER_SIZE} bytes")
+        if n == 2:
+            size = _as_size(<object>_item(args, 1), NULL)
+        if not 1 <= n <= 2 or size < _MIN_BUFFER_SIZE:
+            _refuse(_check_size, args)
+        # A larger buffer is a bytearray, freed with the emitter.
+        self._heap = None
+        self._buf = self._inline
         if size > _DEFAULT_BUFFER_SIZE:
-            buf = <char *>PyMem_Malloc(<size_t>size)
-            if buf == NULL:
-                raise MemoryError()
-        if self._buf != self._inline:
-            PyMem_Free(self._buf)
-        self._buf = buf
+            self._heap = _bytearray_new(NULL, size)
+            self._buf = _bytearray_data(self._heap)
         self._size = size
-        self._sink = sink
-        self._pieces = None
-        self._pos = self._mark = 0
-        # Below this a memoryview costs more than copying the run, and the
-        # copy only fills a small part of the buffer.
-        self._zero_copy = size // 8
+        self._sink = <object>_item(args, 0)
+        self._pos = 0
         self._data.at_line_start = True
         self._data.skip_lf = False
-
-    def __dealloc__(self):
-        if self._buf != self._inline:
-            PyMem_Free(self._buf)
 
     @property
     def size(self):
@@ -915,27 +831,32 @@ cdef class Emitter:
         """Octets queued and not yet handed to the sink."""
         return self._pos
 
-    # The default is MAX_COMMAND_LINE, written out so that inspect can read it.
-    def command(self, *parts, Py_ssize_t limit=512):
-        """Queue the command line made of ``parts`` joined by spaces, and CRLF.
+    def command(self, *args):
+        """command($self, line, limit=512, /)\n--\n\nQueue a command line and its CRLF.
 
         Every check runs before anything is queued. Error messages name the
-        verb only, never an argument, which may be a credential. Raises
-        ValueError for no parts, CR, LF or NUL in a part, or a line longer than
-        ``limit`` with its CRLF (RFC 5321 §4.5.3.1.4); TypeError for a part
-        that is not bytes.
+        verb only, never an argument, which may be a credential. An empty
+        line is an empty AUTH response (RFC 4954 §4). Raises ValueError for
+        CR, LF or NUL in the line, or a line longer than ``limit`` with its
+        CRLF (RFC 5321 §4.5.3.1.4); TypeError if it is not bytes.
         """
-        cdef Py_ssize_t i, n = len(parts)
+        cdef Py_ssize_t limit = _MAX_COMMAND_LINE
+        cdef Py_ssize_t n = PyTuple_GET_SIZE(args)
+        cdef const char *s = NULL
+        cdef bint bad = not 1 <= n <= 2
 
-        if _command_length(parts) > limit:
-            raise ValueError(
-                f"{_command_name(parts)} longer than {limit} octets")
-
-        for i in range(n):
-            if i:
-                self._put(b" ", 1)
-            part = parts[i]
-            self._put(PyBytes_AS_STRING(part), PyBytes_GET_SIZE(part))
+        if not bad:
+            line = <object>_item(args, 0)
+            if n == 2:
+                limit = _as_size(<object>_item(args, 1), NULL)
+            bad = not PyBytes_Check(line)
+        if not bad:
+            s = PyBytes_AS_STRING(line)
+            n = PyBytes_GET_SIZE(line)
+            bad = n + 2 > limit or _has_line_break(<const unsigned char *>s, n)
+        if bad:
+            _refuse(_check_command, args)
+        self._put(s, n)
         self._put(b"\r\n", 2)
 
     def write(self, data):
@@ -945,19 +866,11 @@ cdef class Emitter:
         behind the buffered octets and in the same call, without being copied.
         Raises TypeError if ``data`` is not a bytes-like object.
         """
-        cdef Py_buffer view
-        cdef bint fits
+        cdef const char *src
+        cdef Py_ssize_t n
 
-        _get_buffer(data, &view)
-        fits = view.len <= self._size - self._pos
-        if fits:
-            memcpy(self._buf + self._pos, view.buf, <size_t>view.len)
-            self._pos += view.len
-        PyBuffer_Release(&view)
-        if not fits:
-            self._queue_buffered()
-            self._append(data)
-            self._flush()
+        keep = _view(data, &src, &n)
+        self._write(data, src, n)
 
     def begin_data(self):
         """Start new message content: reset the dot-stuffing state."""
@@ -970,48 +883,9 @@ cdef class Emitter:
         RFC 5321 §4.5.2. The emitter keeps no reference to ``data`` once this
         returns. Raises TypeError if ``data`` is not a bytes-like object.
         """
-        cdef Py_buffer view
-        cdef Scan sc
-        cdef Py_ssize_t a, b
-        cdef int code
-
-        _get_buffer(data, &view)
-        try:
-            if view.len >= _WHOLE_CHUNK:
-                # A large chunk is encoded whole and sent in one piece: for
-                # text with bare LF that is one copy instead of two pieces a
-                # line. Content that needs no change comes back as the
-                # caller's own object, and goes without a copy.
-                encoded = _encode(&self._data, data, &view)
-                self._queue_buffered()
-                self._append(encoded)
-                self._flush()
-                return
-            _scan_init(&sc, &self._data, view.buf, view.len)
-            while True:
-                code = _next_run(&sc, &a, &b)
-                if b - a >= self._zero_copy:
-                    self._queue_input(<const char *>sc.src + a, b - a)
-                elif b > a:
-                    self._put(<const char *>sc.src + a, b - a)
-                if code == _END:
-                    break
-                if code == _DOT:
-                    self._put(b".", 1)
-                else:
-                    self._put(b"\r\n", 2)
-            self._data = sc.state
-            # Queued pieces show the caller's chunk: send them before it is
-            # handed back.
-            if self._pieces is not None:
-                self._flush()
-        finally:
-            PyBuffer_Release(&view)
-            if self._pieces is not None:
-                # Only after an error: the queue is incomplete and may show
-                # the chunk.
-                self._pieces = None
-                self._pos = self._mark = 0
+        encoded = _encode_chunk(&self._data, data)
+        self._write(encoded, PyBytes_AS_STRING(encoded),
+                    PyBytes_GET_SIZE(encoded))
 
     def end_data(self):
         """Queue the end of the message content: CRLF if needed, ".", CRLF."""
@@ -1024,108 +898,53 @@ cdef class Emitter:
 
     def flush(self):
         """Hand everything queued to the sink."""
-        self._flush()
+        self._send(None)
 
     cdef int _put(self, const char *src, Py_ssize_t n) except -1:
-        if n <= self._size - self._pos:
-            memcpy(self._buf + self._pos, src, <size_t>n)
-            self._pos += n
-            return 0
-        return self._put_slow(src, n)
-
-    cdef int _put_slow(self, const char *src, Py_ssize_t n) except -1:
         # Fills the buffer and sends each time it is full: the buffer never
         # grows, so a long command leaves in several sink calls.
         cdef Py_ssize_t k
 
         while n > 0:
             if self._pos == self._size:
-                self._flush()
+                self._send(None)
             k = min(n, self._size - self._pos)
             memcpy(self._buf + self._pos, src, <size_t>k)
             self._pos += k
             src += k
             n -= k
-        SMTPC_INVARIANT(self._mark <= self._pos <= self._size)
+        SMTPC_INVARIANT(self._pos <= self._size)
         return 0
 
-    cdef int _append(self, object piece) except -1:
-        if self._pieces is None:
-            self._pieces = [piece]
-        else:
-            self._pieces.append(piece)
-        return 0
-
-    cdef int _queue_input(self, const char *src, Py_ssize_t n) except -1:
-        # A run of input joins the queue as a view, behind a view of whatever
-        # the buffer gathered since the last piece; _flush() may add one more.
-        if (self._pieces is not None
-                and PyList_GET_SIZE(self._pieces) + 3 > _MAX_PIECES):
-            self._flush()
-        self._queue_buffered()
-        self._append(PyMemoryView_FromMemory(<char *>src, n, PyBUF_READ))
-        return 0
-
-    cdef int _queue_buffered(self) except -1:
-        # The octets gathered since the last piece join the queue. A few
-        # octets, such as the CRLF between two lines of LF text, leave as a
-        # small bytes object, which costs less than a view and frees their
-        # space at once; more leave as a view, and stay untouched until the
-        # sink has been called.
-        cdef Py_ssize_t n = self._pos - self._mark
-        cdef const char *p = self._buf + self._mark
-
-        if n == 0:
+    cdef int _write(self, object data, const char *src,
+                    Py_ssize_t n) except -1:
+        # ``data`` holds the ``n`` octets at ``src``.
+        if n <= self._size - self._pos:
+            memcpy(self._buf + self._pos, src, <size_t>n)
+            self._pos += n
             return 0
-        if n == 2 and p[0] == c'\r' and p[1] == c'\n':
-            self._append(b"\r\n")
-        elif n <= _SMALL_PIECE:
-            self._append(PyBytes_FromStringAndSize(p, n))
-        else:
-            self._append(PyMemoryView_FromMemory(<char *>p, n, PyBUF_READ))
-            self._mark = self._pos
+        return self._send(data)
+
+    cdef int _send(self, object data) except -1:
+        # Hands the buffered octets to the sink, then ``data`` unless it is
+        # None, in one call. The buffer is emptied before the call: once the
+        # sink has them, the octets count as sent even if it raises.
+        cdef Py_ssize_t n = self._pos
+        cdef bint more = data is not None
+
+        if n == 0 and not more:
             return 0
-        self._pos = self._mark
+        self._pos = 0
+        pieces = PyList_New((n != 0) + more)
+        if n:
+            buffered = PyMemoryView_FromMemory(self._buf, n, PyBUF_READ)
+            Py_INCREF(buffered)
+            PyList_SET_ITEM(pieces, 0, buffered)
+        if more:
+            Py_INCREF(data)
+            PyList_SET_ITEM(pieces, n != 0, data)
+        _call_one(self._sink, pieces)
         return 0
-
-    cdef int _flush(self) except -1:
-        cdef list pieces
-
-        self._queue_buffered()
-        pieces = self._pieces
-        if pieces is None:
-            return 0
-        SMTPC_INVARIANT(PyList_GET_SIZE(pieces) <= _MAX_PIECES)
-
-        # The queue is emptied before the call: once the sink has them, the
-        # octets count as sent even if it raises.
-        self._pieces = None
-        self._pos = self._mark = 0
-        self._sink(pieces)
-        return 0
-
-
-cdef Py_ssize_t _command_length(tuple parts) except -1:
-    # The length of the command line with its CRLF, once every part has
-    # passed check_argument().
-    cdef Py_ssize_t i, n = len(parts)
-    cdef Py_ssize_t length = n + 1
-
-    if n == 0:
-        raise ValueError("empty command")
-    for i in range(n):
-        part = parts[i]
-        if not PyBytes_Check(part):
-            _require_bytes(part, _command_name(parts) if i else "command")
-        if _has_line_break(part):
-            raise ValueError(_command_name(parts) + " contains CR, LF or NUL")
-        length += PyBytes_GET_SIZE(part)
-    return length
-
-
-cdef str _command_name(tuple parts):
-    # Only the verb: an argument may be a credential.
-    return parts[0].split(b" ", 1)[0].decode("ascii", "replace") + " command"
 
 
 # --- MD4 (RFC 1320), for NTLM where OpenSSL has no MD4 -------------------------
@@ -1180,7 +999,7 @@ def md4(data):
 
     MD4 is broken as a hash; NTLM still derives its keys with it.
     """
-    cdef Py_buffer view
+    cdef const char *start
     cdef uint32_t state[4]
     cdef unsigned char tail[128]
     cdef unsigned char out[16]
@@ -1189,35 +1008,31 @@ def md4(data):
     cdef uint64_t bits
     cdef int i
 
-    _get_buffer(data, &view)
-    try:
-        src = <const unsigned char *>view.buf
-        n = view.len
-        state[0] = 0x67452301u
-        state[1] = 0xEFCDAB89u
-        state[2] = 0x98BADCFEu
-        state[3] = 0x10325476u
-        done = 0
-        with nogil:
-            while n - done >= 64:
-                _md4_block(state, src + done)
-                done += 64
+    keep = _view(data, &start, &n)
+    src = <const unsigned char *>start
+    state[0] = 0x67452301u
+    state[1] = 0xEFCDAB89u
+    state[2] = 0x98BADCFEu
+    state[3] = 0x10325476u
+    done = 0
+    with nogil:
+        while n - done >= 64:
+            _md4_block(state, src + done)
+            done += 64
 
-            # §3.1-3.2: 0x80, zeros to 56 mod 64, the length in bits.
-            rest = n - done
-            memcpy(tail, src + done, rest)
-            tail[rest] = 0x80
-            padded = 64 if rest < 56 else 128
-            for i in range(<int>rest + 1, <int>padded - 8):
-                tail[i] = 0
-            bits = (<uint64_t>n) * 8
-            for i in range(8):
-                tail[padded - 8 + i] = <unsigned char>(bits >> (8 * i))
-            _md4_block(state, tail)
-            if padded == 128:
-                _md4_block(state, tail + 64)
-    finally:
-        PyBuffer_Release(&view)
+        # §3.1-3.2: 0x80, zeros to 56 mod 64, the length in bits.
+        rest = n - done
+        memcpy(tail, src + done, rest)
+        tail[rest] = 0x80
+        padded = 64 if rest < 56 else 128
+        for i in range(<int>rest + 1, <int>padded - 8):
+            tail[i] = 0
+        bits = (<uint64_t>n) * 8
+        for i in range(8):
+            tail[padded - 8 + i] = <unsigned char>(bits >> (8 * i))
+        _md4_block(state, tail)
+        if padded == 128:
+            _md4_block(state, tail + 64)
 
     for i in range(16):
         out[i] = <unsigned char>(state[i // 4] >> (8 * (i % 4)))

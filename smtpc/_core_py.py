@@ -8,6 +8,7 @@ the interpreter rather than from Python-level loops over bytes.
 from __future__ import annotations
 
 import binascii
+import operator
 from collections.abc import Callable
 
 __all__ = [
@@ -75,7 +76,7 @@ def check_argument(arg: bytes, what: str) -> None:
         raise ValueError(f"{what} contains CR, LF or NUL")
 
 
-def check_path(address: bytes) -> None:
+def check_path(address: bytes, /) -> None:
     """Validate a mailbox for MAIL FROM or RCPT TO, given without angle brackets.
 
     ``b""`` is allowed: it is the null reverse-path. The local part is what comes
@@ -99,7 +100,7 @@ def check_path(address: bytes) -> None:
         raise ValueError("address contains a control character, space or angle bracket")
 
 
-def b64encode(data: bytes) -> bytes:
+def b64encode(data: bytes, /) -> bytes:
     """Encode with the standard alphabet and padding, without a newline (RFC 4648 §4).
 
     Raises:
@@ -109,7 +110,7 @@ def b64encode(data: bytes) -> bytes:
     return binascii.b2a_base64(data, newline=False)
 
 
-def b64decode(data: bytes) -> bytes:
+def b64decode(data: bytes, /) -> bytes:
     """Decode standard, padded base64, as in an AUTH challenge (RFC 4954 §4).
 
     Raises:
@@ -160,7 +161,7 @@ class Base64Encoder:
     def __init__(self) -> None:
         self._pending = b""
 
-    def encode(self, data: bytes | bytearray | memoryview) -> bytes:
+    def encode(self, data: bytes | bytearray | memoryview, /) -> bytes:
         """Return the lines the content given so far completes.
 
         Raises:
@@ -205,7 +206,7 @@ class QuotedPrintableEncoder:
         self._ws = ""  # a space or tab that may end the line
         self._skip_lf = False  # the input so far ended with CR
 
-    def encode(self, data: bytes | bytearray | memoryview) -> bytes:
+    def encode(self, data: bytes | bytearray | memoryview, /) -> bytes:
         """Return the encoded text that the content given so far settles.
 
         Raises:
@@ -311,7 +312,7 @@ class DataEncoder:
         self._at_line_start = True
         self._skip_lf = False
 
-    def encode(self, data: bytes | bytearray | memoryview) -> bytes:
+    def encode(self, data: bytes | bytearray | memoryview, /) -> bytes:
         """Return the dot-stuffed form of the next chunk of message content.
 
         Raises:
@@ -358,7 +359,7 @@ class LineEncoder:
     def __init__(self) -> None:
         self._skip_lf = False
 
-    def encode(self, data: bytes | bytearray | memoryview) -> bytes:
+    def encode(self, data: bytes | bytearray | memoryview, /) -> bytes:
         """Return the next chunk with its line endings made CRLF.
 
         Raises:
@@ -378,6 +379,20 @@ class LineEncoder:
         elif b"\n" not in chunk:
             return chunk
         return chunk.replace(b"\n", b"\r\n")
+
+
+def _check_size(sink: _Sink, size: int = DEFAULT_BUFFER_SIZE, /) -> None:
+    if operator.index(size) < MIN_BUFFER_SIZE:
+        raise ValueError(f"buffer size must be at least {MIN_BUFFER_SIZE} bytes")
+
+
+def _check_command(line: bytes, limit: int = MAX_COMMAND_LINE, /) -> None:
+    limit = operator.index(limit)
+    _require_bytes(line, "command")
+    what = line.split(b" ", 1)[0].decode("ascii", "replace") + " command"
+    check_argument(line, what)
+    if len(line) + 2 > limit:
+        raise ValueError(f"{what} longer than {limit} octets")
 
 
 class Emitter:
@@ -402,9 +417,8 @@ class Emitter:
 
     __slots__ = ("_buf", "_encoder", "_pos", "_sink")
 
-    def __init__(self, sink: _Sink, size: int = DEFAULT_BUFFER_SIZE) -> None:
-        if size < MIN_BUFFER_SIZE:
-            raise ValueError(f"buffer size must be at least {MIN_BUFFER_SIZE} bytes")
+    def __init__(self, sink: _Sink, size: int = DEFAULT_BUFFER_SIZE, /) -> None:
+        _check_size(sink, size)
         self._sink = sink
         self._buf = bytearray(size)
         self._pos = 0
@@ -420,31 +434,22 @@ class Emitter:
         """Octets queued and not yet handed to the sink."""
         return self._pos
 
-    def command(self, *parts: bytes, limit: int = MAX_COMMAND_LINE) -> None:
-        """Queue the command line made of ``parts`` joined by spaces, and CRLF.
+    def command(self, line: bytes, limit: int = MAX_COMMAND_LINE, /) -> None:
+        """Queue a command line and its CRLF.
 
         Every check runs before anything is queued. Error messages name the verb
-        only, never an argument, which may be a credential.
+        only, never an argument, which may be a credential. An empty line is an
+        empty AUTH response (RFC 4954 §4).
 
         Raises:
-            ValueError: no parts; a part contains CR, LF or NUL; or the line with
-                its CRLF is longer than ``limit`` (RFC 5321 §4.5.3.1.4).
-            TypeError: a part is not bytes.
+            ValueError: the line contains CR, LF or NUL, or with its CRLF is
+                longer than ``limit`` (RFC 5321 §4.5.3.1.4).
+            TypeError: the line is not bytes.
         """
-        if not parts:
-            raise ValueError("empty command")
-        _require_bytes(parts[0], "command")
-        what = parts[0].split(b" ", 1)[0].decode("ascii", "replace") + " command"
-        length = len(parts) + 1
-        for part in parts:
-            check_argument(part, what)
-            length += len(part)
-        if length > limit:
-            raise ValueError(f"{what} longer than {limit} octets")
+        _check_command(line, limit)
+        self._copy(line + b"\r\n")
 
-        self._copy(b" ".join(parts) + b"\r\n")
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
+    def write(self, data: bytes | bytearray | memoryview, /) -> None:
         """Queue octets as they are, as for a BDAT chunk (RFC 3030 §2).
 
         Data that does not fit in the free space goes to the sink at once, behind
@@ -469,7 +474,7 @@ class Emitter:
         """Start new message content: reset the dot-stuffing state."""
         self._encoder.reset()
 
-    def write_data(self, data: bytes | bytearray | memoryview) -> None:
+    def write_data(self, data: bytes | bytearray | memoryview, /) -> None:
         """Queue the next chunk of message content, dot-stuffed (RFC 5321 §4.5.2).
 
         The emitter keeps no reference to ``data`` once this returns.
@@ -520,7 +525,7 @@ _MD4_ORDER = (
 _MD4_CONSTANTS = (0, 0x5A827999, 0x6ED9EBA1)
 
 
-def md4(data: bytes | bytearray | memoryview) -> bytes:
+def md4(data: bytes | bytearray | memoryview, /) -> bytes:
     """The MD4 digest of ``data`` (RFC 1320): 16 bytes.
 
     MD4 is broken as a hash; NTLM still derives its keys with it.

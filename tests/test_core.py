@@ -340,28 +340,30 @@ def test_commands_wait_for_a_full_buffer_or_flush(core_impl: ModuleType) -> None
     assert len(sink.calls) == 2
 
 
-def test_command_joins_parts_with_spaces(core_impl: ModuleType) -> None:
+def test_command_adds_crlf(core_impl: ModuleType) -> None:
     sink = Recorder()
     emitter = core_impl.Emitter(sink)
-    emitter.command(b"MAIL", b"FROM:<a@example.org>", b"SIZE=1000")
+    emitter.command(b"MAIL FROM:<a@example.org> SIZE=1000")
+    # An empty line is an empty AUTH response (RFC 4954 §4).
+    emitter.command(b"")
     emitter.command(b"RSET")
     emitter.flush()
-    assert sink.sent == b"MAIL FROM:<a@example.org> SIZE=1000\r\nRSET\r\n"
+    assert sink.sent == b"MAIL FROM:<a@example.org> SIZE=1000\r\n\r\nRSET\r\n"
 
 
 @pytest.mark.parametrize("bad", [b"\r", b"\n", b"\0", b"a\r\nRSET"])
-@pytest.mark.parametrize("index", [0, 1, 2])
+@pytest.mark.parametrize("index", [0, 5, 31])
 def test_command_refuses_line_breaks_and_queues_nothing(
     core_impl: ModuleType, bad: bytes, index: int
 ) -> None:
     sink = Recorder()
     emitter = core_impl.Emitter(sink)
     emitter.command(b"EHLO client.example.org")
-    parts = [b"MAIL", b"FROM:<a@example.org>", b"BODY=8BITMIME"]
-    parts[index] += bad
+    line = b"MAIL FROM:<a@example.org> BODY=8BITMIME"
+    line = line[:index] + bad + line[index:]
 
     with pytest.raises(ValueError, match="command contains CR, LF or NUL"):
-        emitter.command(*parts)
+        emitter.command(line)
     assert emitter.pending == len(b"EHLO client.example.org\r\n")
     emitter.flush()
     assert sink.sent == b"EHLO client.example.org\r\n"
@@ -370,54 +372,61 @@ def test_command_refuses_line_breaks_and_queues_nothing(
 def test_command_error_names_only_the_verb(core_impl: ModuleType) -> None:
     emitter = core_impl.Emitter(Recorder())
     with pytest.raises(ValueError) as info:
-        emitter.command(b"AUTH PLAIN c2VjcmV0", b"hunter2\r\n")
+        emitter.command(b"AUTH PLAIN c2VjcmV0 hunter2\r\n")
     assert str(info.value) == "AUTH command contains CR, LF or NUL"
     with pytest.raises(ValueError) as info:
-        emitter.command(b"AUTH", b"PLAIN", b"s" * 600)
+        emitter.command(b"AUTH PLAIN " + b"s" * 600)
     assert str(info.value) == "AUTH command longer than 512 octets"
 
 
 def test_command_length_limit(core_impl: ModuleType) -> None:
     sink = Recorder()
     emitter = core_impl.Emitter(sink)
-    verb = b"NOOP"
-    fits = b"x" * (512 - len(b"NOOP \r\n"))
+    fits = b"NOOP " + b"x" * (512 - len(b"NOOP \r\n"))
 
     with pytest.raises(ValueError, match="^NOOP command longer than 512 octets$"):
-        emitter.command(verb, fits + b"x")
+        emitter.command(fits + b"x")
     with pytest.raises(ValueError, match="^NOOP command longer than 20 octets$"):
-        emitter.command(verb, b"y" * 14, limit=20)
+        emitter.command(b"NOOP " + b"y" * 14, 20)
     assert emitter.pending == 0
 
-    emitter.command(verb, fits)
-    emitter.command(verb, b"y" * 13, limit=20)
+    emitter.command(fits)
+    emitter.command(b"NOOP " + b"y" * 13, 20)
     emitter.flush()
-    assert sink.sent == b"NOOP " + fits + b"\r\nNOOP " + b"y" * 13 + b"\r\n"
+    assert sink.sent == fits + b"\r\nNOOP " + b"y" * 13 + b"\r\n"
 
 
-def test_command_limit_defaults_to_rfc_5321(core_impl: ModuleType) -> None:
-    limit = inspect.signature(core_impl.Emitter.command).parameters["limit"]
-    assert limit.default == core_impl.MAX_COMMAND_LINE == 512
-    assert limit.kind is inspect.Parameter.KEYWORD_ONLY
+def test_command_signature(core_impl: ModuleType) -> None:
+    parameters = inspect.signature(core_impl.Emitter.command).parameters
+    assert list(parameters) == ["self", "line", "limit"]
+    assert parameters["limit"].default == core_impl.MAX_COMMAND_LINE == 512
+    assert all(p.kind is inspect.Parameter.POSITIONAL_ONLY for p in parameters.values())
+
+
+@pytest.mark.parametrize("args", [(), (b"NOOP", 512, 1)])
+def test_command_takes_one_or_two_arguments(
+    core_impl: ModuleType, args: tuple[object, ...]
+) -> None:
+    emitter = core_impl.Emitter(Recorder())
+    with pytest.raises(TypeError):
+        emitter.command(*args)
+    with pytest.raises(TypeError):
+        emitter.command(b"NOOP", limit=512)  # type: ignore[call-arg]
+    assert emitter.pending == 0
 
 
 def test_long_command_goes_through_a_small_buffer(core_impl: ModuleType) -> None:
     sink = Recorder()
     emitter = core_impl.Emitter(sink, 64)
     argument = bytes(range(0x21, 0x7F)) * 6
-    parts = (b"XLONG", argument[: 512 - len(b"XLONG \r\n")])
+    line = b"XLONG " + argument[: 512 - len(b"XLONG \r\n")]
 
-    emitter.command(*parts)
+    emitter.command(line)
     emitter.flush()
 
-    assert sink.sent == b" ".join(parts) + b"\r\n"
+    assert sink.sent == line + b"\r\n"
     assert len(sink.sent) == 512
     assert all(len(b"".join(call)) <= 64 for call in sink.calls)
-
-
-def test_empty_command(core_impl: ModuleType) -> None:
-    with pytest.raises(ValueError, match="^empty command$"):
-        core_impl.Emitter(Recorder()).command()
 
 
 def test_write_copies_small_data_and_sends_large_data_at_once(
@@ -596,11 +605,14 @@ def bad_calls(core: ModuleType) -> list[Callable[[], object]]:
         lambda: core.DataEncoder().encode(42),
         lambda: emitter.write_data("text"),
         lambda: emitter.write(None),
-        lambda: emitter.command(),
+        lambda: core.Emitter(Recorder(), "256"),
         lambda: emitter.command("MAIL"),
-        lambda: emitter.command(b"MAIL", "FROM:<>"),
-        lambda: emitter.command(b"\xff\xfe", b"\r"),
-        lambda: emitter.command(b"VRFY", b"x" * 600),
+        lambda: emitter.command(b"MAIL FROM:<>", "512"),
+        lambda: emitter.command("MAIL FROM:<>", "512"),
+        lambda: emitter.command(b"\xff\xfe \r"),
+        lambda: emitter.command(b"VRFY " + b"x" * 600),
+        lambda: emitter.command(b"NOOP", 5),
+        lambda: core.DataEncoder().encode(memoryview(b"abcd")[::2]),
     ]
 
 

@@ -106,7 +106,7 @@ class Session:
         shown: bytes | None = None,
     ) -> None:
         """Queue one command line; ``shown`` replaces it in the trace."""
-        self.emitter.command(line, limit=limit)
+        self.emitter.command(line, limit)
         if self.on_command is not None:
             self.on_command(line if shown is None else shown)
 
