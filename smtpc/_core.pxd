@@ -13,11 +13,19 @@ cdef enum:
     _MAX_PATH = 256           # RFC 5321 §4.5.3.1.3, including the angle brackets
 
 
-# Dot-stuffing state between two chunks of message content.
-cdef struct StuffState:
-    bint at_line_start   # the next input byte begins a line
-    bint skip_lf         # a chunk ended in CR, already written as CRLF
-    bint keep_dots       # line endings only: no dot-stuffing (BDAT)
+# Dot-stuffing state between two chunks of message content; C code reads it.
+cdef extern from *:
+    """
+    typedef struct {
+        int at_line_start;  /* the next input octet begins a line */
+        int skip_lf;        /* a chunk ended in CR, already written as CRLF */
+        int keep_dots;      /* line endings only: no dot-stuffing (BDAT) */
+    } smtpc_stuff_state;
+    """
+    ctypedef struct StuffState "smtpc_stuff_state":
+        bint at_line_start
+        bint skip_lf
+        bint keep_dots
 
 
 cdef class DataEncoder:

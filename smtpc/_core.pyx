@@ -50,7 +50,10 @@ cdef extern from "Python.h":
     PyObject *_item "PyTuple_GET_ITEM" (object t, Py_ssize_t i) noexcept
     bytearray _bytearray_new "PyByteArray_FromStringAndSize" (
         const char *s, Py_ssize_t n)
-    Py_ssize_t _as_size "PyNumber_AsSsize_t" (object o, PyObject *exc) except? -1
+    Py_ssize_t _as_size "PyNumber_AsSsize_t" (PyObject *o, PyObject *exc) except? -1
+    # Borrowed references, left uncounted.
+    bint _is_bytes "PyBytes_Check" (PyObject *o) noexcept
+    Py_ssize_t _bytes_len "PyBytes_GET_SIZE" (PyObject *o) noexcept
     char *_bytearray_data "PyByteArray_AS_STRING" (object o) noexcept
     void _set_error "PyErr_SetString" (object kind, const char *text) noexcept
 
@@ -96,7 +99,7 @@ cdef int _refuse(object check, tuple args) except -1:
 cdef object _view(object data, const char **start, Py_ssize_t *length):
     # The contents of a bytes-like object; the result keeps them alive and
     # fixed until it is released. bytes need no view.
-    cdef Py_buffer *buffer
+    cdef Py_buffer *buffer = NULL
 
     if PyBytes_Check(data):
         start[0] = PyBytes_AS_STRING(data)
@@ -569,142 +572,180 @@ cdef class QuotedPrintableEncoder:
 
 
 
-# Dot-stuffing (RFC 5321 §4.5.2). The content is read as runs of input that
-# pass unchanged, each followed by something to insert: a "." before a line
-# that begins with one, or CRLF in place of a bare CR or bare LF. An exact CRLF
-# in the input stays inside its run, so CRLF text without leading dots is a
-# single run.
-
-cdef enum:
-    _END = 0    # the run reaches the end of the chunk
-    _DOT = 1    # insert "." after the run
-    _CRLF = 2   # insert CRLF after the run; the bare CR or LF is skipped
-
+# Dot-stuffing (RFC 5321 §4.5.2): every CRLF, bare LF and bare CR becomes
+# CRLF, and a line that begins with "." gets one more. One C loop does it,
+# 16 octets at a time: it marks the octets that need a change (a bare CR or
+# LF, a "." that begins a line), copies the block, and only stops at a mark.
+# CRLF text goes through without a stop at each line. Run without an output,
+# it finds the first octet that needs a change, so that a chunk that needs
+# none is not copied at all.
 
 cdef extern from *:
     """
     #if defined(__SSE2__)
     #include <emmintrin.h>
+    #elif defined(__aarch64__) && defined(__ARM_NEON)
+    #include <arm_neon.h>
+
+    /* The top bit of each octet of v, as bit j for octet j. */
+    static inline unsigned
+    smtpc_neon_mask(uint8x16_t v)
+    {
+        static const uint8_t weights[16] = {
+            1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+        uint8x16_t bits = vandq_u8(v, vld1q_u8(weights));
+        return vaddv_u8(vget_low_u8(bits)) | vaddv_u8(vget_high_u8(bits)) << 8;
+    }
     #endif
 
-    /* Index of the first CR or LF in s[i:n], or n. Lines are short, so one
-       pass looking for both beats a memchr() for each. */
-    static inline Py_ssize_t
-    smtpc_find_eol(const unsigned char *s, Py_ssize_t i, Py_ssize_t n)
+    /* Bit j of each mask: octet j of the block is CR, LF or ".". */
+    static inline void
+    smtpc_masks(const unsigned char *p, unsigned *cr, unsigned *lf,
+                unsigned *dot)
     {
     #if defined(__SSE2__)
-        const __m128i cr = _mm_set1_epi8('\\r');
-        const __m128i lf = _mm_set1_epi8('\\n');
-        for (; i + 16 <= n; i += 16) {
-            __m128i v = _mm_loadu_si128((const __m128i *)(s + i));
-            int hits = _mm_movemask_epi8(_mm_or_si128(
-                _mm_cmpeq_epi8(v, cr), _mm_cmpeq_epi8(v, lf)));
-            if (hits)
-                return i + __builtin_ctz((unsigned int)hits);
+        __m128i v = _mm_loadu_si128((const __m128i *)p);
+        *cr = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8('\\r')));
+        *lf = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8('\\n')));
+        *dot = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8('.')));
+    #elif defined(__aarch64__) && defined(__ARM_NEON)
+        uint8x16_t v = vld1q_u8(p);
+        *cr = smtpc_neon_mask(vceqq_u8(v, vdupq_n_u8('\\r')));
+        *lf = smtpc_neon_mask(vceqq_u8(v, vdupq_n_u8('\\n')));
+        *dot = smtpc_neon_mask(vceqq_u8(v, vdupq_n_u8('.')));
+    #else
+        unsigned c = 0, l = 0, d = 0;
+        int j;
+        for (j = 0; j < 16; j++) {
+            c |= (unsigned)(p[j] == '\\r') << j;
+            l |= (unsigned)(p[j] == '\\n') << j;
+            d |= (unsigned)(p[j] == '.') << j;
         }
+        *cr = c;
+        *lf = l;
+        *dot = d;
     #endif
-        while (i < n && s[i] != '\\r' && s[i] != '\\n')
+    }
+
+    /* Reads s[i:n] from the state *st and writes the result at out + *o.
+       Returns the index it stopped at: n when done; the first octet that
+       needs a change when out is NULL; otherwise where the next block might
+       not fit in cap. A block's store may write up to 15 octets past the
+       result: cap allows for it. */
+    static Py_ssize_t
+    smtpc_stuff(const unsigned char *s, Py_ssize_t i, Py_ssize_t n,
+                unsigned char *out, Py_ssize_t *o, Py_ssize_t cap,
+                smtpc_stuff_state *st)
+    {
+        Py_ssize_t k = *o;
+        unsigned char tail[16];
+        const unsigned char *p;
+        unsigned cr, lf, dot, marks;
+        /* The octet before s[i]: an LF (or the start of the content), a CR. */
+        unsigned ls = (unsigned)st->at_line_start;
+        unsigned pcr = i > 0 && s[i - 1] == '\\r';
+        int len, j;
+
+        if (i < n && st->skip_lf) {
+            /* The LF of a CRLF whose CR ended the last chunk, and went out
+               as CRLF with it. */
+            if (s[i] == '\\n') {
+                if (!out)
+                    return i;
+                i++;
+            }
+            st->skip_lf = 0;
+        }
+        while (i < n) {
+            if (out && k + 18 > cap)
+                break;
+            len = n - i < 16 ? (int)(n - i) : 16;
+            p = s + i;
+            if (len < 16) {
+                memset(tail, 0, sizeof tail);
+                memcpy(tail, p, (size_t)len);
+                p = tail;
+            }
+            smtpc_masks(p, &cr, &lf, &dot);
+            marks = (lf & ~(cr << 1 | pcr)) | (cr & ~(lf >> 1));
+            if (!st->keep_dots)
+                marks |= dot & (lf << 1 | ls);
+            /* A CR that ends the block, with its LF next. */
+            if (cr & 0x8000 && i + 16 < n && s[i + 16] == '\\n')
+                marks &= 0x7fff;
+            marks &= (1u << len) - 1;
+            if (out)
+                memcpy(out + k, p, 16);
+            if (!marks) {
+                i += len;
+                k += len;
+                pcr = cr >> (len - 1) & 1;
+                ls = lf >> (len - 1) & 1;
+                continue;
+            }
+            j = __builtin_ctz(marks);
+            if (j) {
+                pcr = cr >> (j - 1) & 1;
+                ls = lf >> (j - 1) & 1;
+            }
+            i += j;
+            k += j;
+            if (!out)
+                break;
+            if (s[i] == '.') {
+                /* The "." itself goes with the next block. */
+                out[k++] = '.';
+                ls = 0;
+                continue;
+            }
+            /* A bare CR or LF. A CR that ends the chunk may be half of a
+               CRLF. */
+            st->skip_lf = s[i] == '\\r' && i + 1 == n;
+            out[k] = '\\r';
+            out[k + 1] = '\\n';
             i++;
+            k += 2;
+            ls = 1;
+            pcr = 0;
+        }
+        st->at_line_start = (int)ls;
+        *o = k;
         return i;
     }
     """
-    Py_ssize_t smtpc_find_eol(const unsigned char *s, Py_ssize_t i,
-                              Py_ssize_t n) noexcept nogil
-
-
-cdef struct Scan:
-    const unsigned char *src
-    Py_ssize_t end
-    Py_ssize_t pos       # start of the next run
-    StuffState state     # the encoder's state, held here while a chunk is read
-
-
-cdef int _next_run(Scan *sc, Py_ssize_t *start,
-                   Py_ssize_t *stop) noexcept nogil:
-    cdef const unsigned char *s = sc.src
-    cdef Py_ssize_t n = sc.end
-    cdef Py_ssize_t i = sc.pos
-    cdef Py_ssize_t e
-    cdef int code = _END
-
-    if i < n and sc.state.skip_lf:
-        # Only a chunk's first byte can meet this flag: the LF that completes
-        # a CRLF whose CR ended the previous chunk was written with it.
-        sc.state.skip_lf = False
-        if s[i] == c'\n':
-            i += 1
-    start[0] = i
-    e = i
-    if i < n and sc.state.at_line_start:
-        sc.state.at_line_start = False
-        if s[i] == c'.' and not sc.state.keep_dots:
-            code = _DOT
-    while code == _END and i < n:
-        e = smtpc_find_eol(s, i, n)
-        if e == n:
-            break
-        if s[e] == c'\r' and e + 1 < n and s[e + 1] == c'\n':
-            i = e = e + 2
-            if i == n:
-                sc.state.at_line_start = True
-            elif s[i] == c'.' and not sc.state.keep_dots:
-                code = _DOT
-            continue
-        # A bare CR or LF: skipped, and CRLF inserted in its place.
-        sc.state.at_line_start = True
-        sc.state.skip_lf = s[e] == c'\r' and e + 1 == n
-        stop[0] = e
-        sc.pos = e + 1
-        return _CRLF
-    stop[0] = e
-    sc.pos = e
-    return code
+    Py_ssize_t smtpc_stuff(const unsigned char *s, Py_ssize_t i, Py_ssize_t n,
+                           unsigned char *out, Py_ssize_t *o, Py_ssize_t cap,
+                           StuffState *st) noexcept nogil
 
 
 cdef object _encode(StuffState *st, object data, const char *src,
                     Py_ssize_t n):
-    cdef Scan sc
-    cdef Py_ssize_t a, b, cap = 0, o = 0
-    cdef int code
-    cdef PyObject *raw = NULL
-    cdef char *out
+    cdef const unsigned char *s = <const unsigned char *>src
+    cdef Py_ssize_t i, o = 0, cap
+    cdef PyObject *raw
 
-    if n == 0:
-        return b""
-    sc.src = <const unsigned char *>src
-    sc.end = n
-    sc.pos = 0
-    sc.state = st[0]
+    if n > PY_SSIZE_T_MAX // 2 - 64:
+        raise MemoryError()
+    i = smtpc_stuff(s, 0, n, NULL, &o, 0, st)
+    if i == n and PyBytes_CheckExact(data):
+        # Nothing to change: share the caller's bytes.
+        return data
+
+    # Each input octet yields at most two: a bare CR or LF becomes CRLF, a
+    # leading "." becomes "..". Lines of a usual length fit in a sixteenth
+    # more; past that, the result grows once to the worst case for the rest
+    # of the chunk. Reserving the worst case up front would double the
+    # memory touched for large chunks.
+    cap = n + n // 16 + 32
+    raw = _bytes_new(NULL, cap)
+    memcpy(_bytes_data(raw), src, <size_t>i)
+    o = i
     while True:
-        code = _next_run(&sc, &a, &b)
-        if raw == NULL:
-            if code == _END and b - a == n and PyBytes_CheckExact(data):
-                # Nothing to change: share the caller's bytes.
-                st[0] = sc.state
-                return data
-            # Each input octet yields at most two: a bare CR or LF becomes
-            # CRLF, a leading "." becomes "..". Lines of a usual length fit in
-            # a sixteenth more; past that, the result grows once to the worst
-            # case for the rest of the chunk. Reserving the worst case up
-            # front would double the memory touched for large chunks.
-            cap = n + n // 16 + 16
-            raw = _bytes_new(NULL, cap)
-        if o + (b - a) + 2 > cap:
-            cap = o + 2 * (n - a)
-            _PyBytes_Resize(&raw, cap)
-        out = _bytes_data(raw)
-        memcpy(out + o, sc.src + a, <size_t>(b - a))
-        o += b - a
-        if code == _END:
+        i = smtpc_stuff(s, i, n, <unsigned char *>_bytes_data(raw), &o, cap, st)
+        if i == n:
             break
-        if code == _DOT:
-            out[o] = c'.'
-            o += 1
-        else:
-            out[o] = c'\r'
-            out[o + 1] = c'\n'
-            o += 2
-    st[0] = sc.state
+        cap = o + 2 * (n - i) + 32
+        _PyBytes_Resize(&raw, cap)
     SMTPC_INVARIANT(o <= cap)
 
     # Shrinks in place: the result is not copied.
@@ -795,31 +836,24 @@ cdef class Emitter:
     Raises ValueError if ``size`` is below MIN_BUFFER_SIZE.
     """
 
-    def __cinit__(self):
-        # Safe defaults until __init__ has run: a sink call then fails.
-        self._buf = self._inline
-        self._size = _DEFAULT_BUFFER_SIZE
-        self._data.at_line_start = True
-
-    def __init__(self, *args):
+    def __cinit__(self, *args):
+        # Everything is set here, where no subclass or second call can see
+        # the emitter half made.
         cdef Py_ssize_t size = _DEFAULT_BUFFER_SIZE
         cdef Py_ssize_t n = PyTuple_GET_SIZE(args)
 
         if n == 2:
-            size = _as_size(<object>_item(args, 1), NULL)
+            size = _as_size(_item(args, 1), NULL)
         if not 1 <= n <= 2 or size < _MIN_BUFFER_SIZE:
             _refuse(_check_size, args)
         # A larger buffer is a bytearray, freed with the emitter.
-        self._heap = None
         self._buf = self._inline
         if size > _DEFAULT_BUFFER_SIZE:
             self._heap = _bytearray_new(NULL, size)
             self._buf = _bytearray_data(self._heap)
         self._size = size
         self._sink = <object>_item(args, 0)
-        self._pos = 0
         self._data.at_line_start = True
-        self._data.skip_lf = False
 
     @property
     def size(self):
@@ -843,16 +877,17 @@ cdef class Emitter:
         cdef Py_ssize_t limit = _MAX_COMMAND_LINE
         cdef Py_ssize_t n = PyTuple_GET_SIZE(args)
         cdef const char *s = NULL
+        cdef PyObject *line
         cdef bint bad = not 1 <= n <= 2
 
         if not bad:
-            line = <object>_item(args, 0)
+            line = _item(args, 0)
             if n == 2:
-                limit = _as_size(<object>_item(args, 1), NULL)
-            bad = not PyBytes_Check(line)
+                limit = _as_size(_item(args, 1), NULL)
+            bad = not _is_bytes(line)
         if not bad:
-            s = PyBytes_AS_STRING(line)
-            n = PyBytes_GET_SIZE(line)
+            s = _bytes_data(line)
+            n = _bytes_len(line)
             bad = n + 2 > limit or _has_line_break(<const unsigned char *>s, n)
         if bad:
             _refuse(_check_command, args)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import binascii
 import inspect
+import itertools
 import os
 import re
 from collections.abc import Callable
@@ -202,6 +203,21 @@ def test_encoder_is_reusable_after_finish(core_impl: ModuleType) -> None:
     encoder.reset()
     assert encoder.encode(b".") == b".."
     assert encoder.finish() == b"\r\n.\r\n"
+
+
+@pytest.mark.parametrize("offset", range(10, 22))
+def test_encode_around_block_edges(core_impl: ModuleType, offset: int) -> None:
+    # The compiled encoder reads 16 octets at a time: every mix of line
+    # endings and dots, on each side of the edges at 16 and 32, whole and cut
+    # into chunks across them.
+    atoms = [b"\r", b"\n", b"\r\n", b".", b"x"]
+    for combo in itertools.product(atoms, repeat=4):
+        data = b"a" * offset + b"".join(combo) + b"b" * 12 + b"".join(combo)
+        expected = dot_stuffed(data)
+        for size in (len(data), 16, 17):
+            chunks = [data[i : i + size] for i in range(0, len(data), size)]
+            assert encode_all(core_impl, chunks) == expected, (data, size)
+        assert encode_all(core_impl, [data[: offset + 1], data[offset + 1 :]]) == expected
 
 
 def test_encode_large_chunk(core_impl: ModuleType) -> None:
