@@ -20,6 +20,7 @@ import asyncio
 import json
 import os
 import resource
+import socket
 import sys
 import threading
 import time
@@ -247,6 +248,40 @@ def run_large(
                 while file.read(CHUNK):
                     pass
             seconds = time.perf_counter() - start
+        return {"seconds": seconds, "peak": memory.peak, "method": memory.method}
+    if client == "wire":
+        # The floor for any client: the envelope, then the file as it is, in
+        # chunks, through a plain socket. The file must already have CRLF line
+        # endings and no line that is a lone "."; the sink does the rest.
+        with socket.create_connection((host, port), timeout=120) as sock:
+            replies = sock.makefile("rb")
+
+            def reply() -> bytes:
+                while (line := replies.readline())[3:4] == b"-":
+                    pass
+                return line
+
+            reply()
+            sock.sendall(f"EHLO {LOCAL_NAME}\r\n".encode())
+            reply()
+            with PeakMemory(trace) as memory:
+                start = time.perf_counter()
+                sock.sendall(
+                    f"MAIL FROM:<{FROM}>\r\nRCPT TO:<{TO[0]}>\r\nDATA\r\n".encode()
+                )
+                for _ in range(3):
+                    reply()
+                last = b"\r\n"
+                with open(path, "rb") as file:
+                    while chunk := file.read(CHUNK):
+                        sock.sendall(chunk)
+                        last = chunk
+                sock.sendall(b".\r\n" if last.endswith(b"\r\n") else b"\r\n.\r\n")
+                if not reply().startswith(b"250"):
+                    raise RuntimeError("the sink refused the message")
+                seconds = time.perf_counter() - start
+            sock.sendall(b"QUIT\r\n")
+            reply()
         return {"seconds": seconds, "peak": memory.peak, "method": memory.method}
     if client in ("smtpc", "smtplib"):
         module = __import__(client)

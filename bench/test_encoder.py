@@ -133,13 +133,13 @@ def test_encoder_speed(benchmark: Any, core_impl: str, text: bytes) -> None:
     benchmark.pedantic(_encoder(core, text), rounds=3, iterations=1)
 
 
-# Margins set from measured ratios (c encoder 31-43x, c emitter 12-16x, py
-# 1.5-2.4x smtplib), with room for a noisy machine.
+# Margins set from measured ratios (compiled encoder and emitter 33-45x, twin
+# 2.1-2.4x smtplib), with room for a noisy machine.
 MARGINS = {
-    ("c", "encoder"): 10.0,
-    ("c", "emitter"): 5.0,
-    ("py", "encoder"): 1.2,
-    ("py", "emitter"): 1.2,
+    ("c", "encoder"): 20.0,
+    ("c", "emitter"): 20.0,
+    ("py", "encoder"): 1.5,
+    ("py", "emitter"): 1.5,
 }
 
 
@@ -151,13 +151,7 @@ def test_encoder_beats_smtplib(
     assert ratio >= MARGINS[core_impl, path], f"{ratio:.2f}x smtplib"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="about 1/4 of a memory copy: the scan stops at every line "
-    "ending; 1/3 needs a wider SIMD scan that also finds a dot after CRLF "
-    "and copies whole CRLF runs",
-)
 def test_encoder_third_of_memcopy(throughput: dict[str, float]) -> None:
-    """design target: the compiled encoder runs at 1/3 of a memory copy or more."""
+    """Budget: the compiled encoder runs at 1/3 of a memory copy or more."""
     share = throughput["smtpc c encoder"] / throughput["memcopy"]
     assert share >= 1 / 3, f"{share:.3f} of a memory copy"

@@ -3,8 +3,11 @@
 Each client runs in a child process of its own and sends one message read
 from a file to smtp-sink. smtpc streams the open file; smtplib and aiosmtplib
 take only str or bytes, so their callers read the file whole, and that read
-is counted. ``read`` is the limit: reading the file in 64 KiB chunks and
-sending nothing.
+is counted. ``read`` is reading the file in 64 KiB chunks and sending
+nothing. ``wire`` is the floor for any client: the envelope and then the CRLF
+file as it is, through a plain socket, so that its time is what the sink and
+the kernel need for those octets. smtplib's time includes that floor too,
+which bounds how far below smtplib any client can go.
 
 Memory is the peak resident set over the one just before the file is opened
 (Linux's VmHWM, reset through /proc/self/clear_refs; elsewhere the growth of
@@ -28,10 +31,11 @@ from conftest import Sink, median, record, run_worker
 MB = 2**20
 SIZES = (1, 10, 100)
 TRACED_SIZES = (1, 10)
-ROUNDS = 2
+ROUNDS = 3
 MIB = 2**20
 CLIENTS = [
     ("read", "c"),
+    ("wire", "c"),
     ("smtpc", "c"),
     ("smtpc", "py"),
     ("smtplib", "c"),
@@ -90,8 +94,12 @@ def measure(sink: Sink, files: dict[tuple[str, int], Path], eol: str) -> dict[st
     for size in SIZES:
         path = files[eol, size]
         runs: dict[str, list[Any]] = {}
+        # The floor sends the CRLF file, which needs no change on the wire.
         candidates = {
-            _label(c, core): _client(c, core, sink, path, False) for c, core in CLIENTS
+            _label(c, core): _client(
+                c, core, sink, files["CRLF", size] if c == "wire" else path, False
+            )
+            for c, core in CLIENTS
         }
         names = list(candidates)
         for r in range(ROUNDS):
@@ -102,9 +110,12 @@ def measure(sink: Sink, files: dict[tuple[str, int], Path], eol: str) -> dict[st
             peak.setdefault(name, {})[size] = max(x["peak"] for x in results)
         if size in TRACED_SIZES:
             for c, core in CLIENTS:
+                if c == "wire":
+                    continue
                 result = _client(c, core, sink, path, True)()
                 traced.setdefault(_label(c, core), {})[size] = result["peak"]
     smtplib = seconds["smtplib"]
+    wire = seconds["wire"]
     record(
         f"large message from a file, {eol}",
         seconds={
@@ -113,6 +124,10 @@ def measure(sink: Sink, files: dict[tuple[str, int], Path], eol: str) -> dict[st
         },
         time_over_smtplib={
             k: {f"{s} MB": round(t / smtplib[s], 3) for s, t in v.items()}
+            for k, v in seconds.items()
+        },
+        time_over_wire={
+            k: {f"{s} MB": round(t / wire[s], 3) for s, t in v.items()}
             for k, v in seconds.items()
         },
         peak_rss_kib={
@@ -159,33 +174,25 @@ def test_smtplib_holds_copies(lf: Any) -> None:
     assert lf["peak"]["smtplib"][100] >= 100 * MB
 
 
-def test_crlf_faster_than_smtplib(crlf: Any) -> None:
-    # Measured about 2.5x at 10 and 100 MB.
+@pytest.mark.parametrize("eol", ["LF", "CRLF"])
+def test_faster_than_smtplib(lf: Any, crlf: Any, eol: str) -> None:
+    """Budget: at 10 and 100 MB, smtpc takes at most half of smtplib's time.
+
+    Measured 0.30-0.42: the floor itself is 0.32-0.43 of smtplib's time.
+    """
+    seconds = {"LF": lf, "CRLF": crlf}[eol]["seconds"]
     for size in (10, 100):
-        ratio = crlf["seconds"]["smtplib"][size] / crlf["seconds"]["smtpc (c)"][size]
-        assert ratio >= 1.5, f"{size} MB: {ratio:.2f}x"
+        ratio = seconds["smtpc (c)"][size] / seconds["smtplib"][size]
+        assert ratio <= 0.5, f"{size} MB: {ratio:.2f} of smtplib's time"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LF text is about 0.3-0.4 of smtplib's time, as CRLF text is; the "
-    "rest is the sink and the kernel copying the message over loopback, "
-    "which both pay",
-)
-def test_lf_quarter_of_smtplib_time(lf: Any) -> None:
-    """design target: at most 1/4 of smtplib's wall time."""
+@pytest.mark.parametrize("eol", ["LF", "CRLF"])
+def test_close_to_the_wire(lf: Any, crlf: Any, eol: str) -> None:
+    """Budget: at 10 and 100 MB, smtpc takes at most 1.5x the floor's time.
+
+    Measured 0.83-1.29x, in runs where other work shared the machine.
+    """
+    seconds = {"LF": lf, "CRLF": crlf}[eol]["seconds"]
     for size in (10, 100):
-        ratio = lf["seconds"]["smtpc (c)"][size] / lf["seconds"]["smtplib"][size]
-        assert ratio <= 0.25, f"{size} MB: {ratio:.2f} of smtplib's time"
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="CRLF text is about 0.3-0.4 of smtplib's time; the rest is the sink "
-    "and the kernel copying 100 MB over loopback, which both pay",
-)
-def test_crlf_quarter_of_smtplib_time(crlf: Any) -> None:
-    """design target: at most 1/4 of smtplib's wall time."""
-    for size in (10, 100):
-        ratio = crlf["seconds"]["smtpc (c)"][size] / crlf["seconds"]["smtplib"][size]
-        assert ratio <= 0.25, f"{size} MB: {ratio:.2f} of smtplib's time"
+        ratio = seconds["smtpc (c)"][size] / seconds["wire"][size]
+        assert ratio <= 1.5, f"{size} MB: {ratio:.2f}x the floor's time"

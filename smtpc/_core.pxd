@@ -28,10 +28,12 @@ cdef extern from *:
         bint keep_dots
 
 
+@cython.final
 cdef class DataEncoder:
     cdef StuffState _state
 
 
+@cython.final
 cdef class LineEncoder:
     cdef StuffState _state
 

@@ -99,21 +99,20 @@ cdef int _refuse(object check, tuple args) except -1:
 cdef object _view(object data, const char **start, Py_ssize_t *length):
     # The contents of a bytes-like object; the result keeps them alive and
     # fixed until it is released. bytes need no view.
-    cdef Py_buffer *buffer = NULL
+    cdef Py_buffer *buffer
 
     if PyBytes_Check(data):
         start[0] = PyBytes_AS_STRING(data)
         length[0] = PyBytes_GET_SIZE(data)
         return data
-    view = None
     if PyObject_CheckBuffer(data):
         view = PyMemoryView_FromObject(data)
         buffer = PyMemoryView_GET_BUFFER(view)
-    if view is None or not PyBuffer_IsContiguous(buffer, b'C'):
-        _refuse(_byte_view, (data,))
-    start[0] = <const char *>buffer.buf
-    length[0] = buffer.len
-    return view
+        if PyBuffer_IsContiguous(buffer, b'C'):
+            start[0] = <const char *>buffer.buf
+            length[0] = buffer.len
+            return view
+    _refuse(_byte_view, (data,))
 
 
 cdef bint _has_line_break(const unsigned char *s, Py_ssize_t n) noexcept nogil:
@@ -135,7 +134,6 @@ def check_path(address):
     cdef const unsigned char *s
     cdef Py_ssize_t n, i, at = -1
     cdef unsigned char c
-
     cdef bint bad = not PyBytes_Check(address)
 
     if not bad:
@@ -763,6 +761,7 @@ cdef object _encode_chunk(StuffState *st, object data):
     return _encode(st, data, src, n)
 
 
+@cython.final
 cdef class DataEncoder:
     """Streaming dot-stuffer for the message content after DATA.
 
@@ -799,6 +798,7 @@ cdef class DataEncoder:
         self._state.skip_lf = False
 
 
+@cython.final
 cdef class LineEncoder:
     """Line-ending normaliser for BDAT chunks (RFC 3030 §3): every CRLF, bare
     LF and bare CR becomes CRLF, and nothing else changes. A CR that ends a
