@@ -3,12 +3,17 @@ says otherwise."""
 
 from __future__ import annotations
 
-import ssl
+# ssl loads with the first context: is_loopback() does not need it.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import ssl
 
 
 def default_context() -> ssl.SSLContext:
     """A client context that verifies the server's certificate and host name
     against the system's trusted certificates (TLS 1.2 or later)."""
+    import ssl
+
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
@@ -17,6 +22,8 @@ def default_context() -> ssl.SSLContext:
 def unverified_context() -> ssl.SSLContext:
     """A context that encrypts but trusts any certificate: only for servers
     whose identity the caller checks some other way."""
+    import ssl
+
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
