@@ -19,5 +19,8 @@ nm -D smtpc/_core*.so | grep -q __asan_report  # really instrumented
 # detection to the interpreter's own accounting.
 export LD_PRELOAD="$(gcc -print-file-name=libasan.so)"
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1"
+# Every object from malloc, so that an overrun of a small bytes object is
+# caught rather than landing in one of pymalloc's pools.
+export PYTHONMALLOC=malloc
 python -c "import smtpc.core as c; assert c.IMPLEMENTATION == 'c'"
 python -m pytest -q -p no:cacheprovider "${@:-tests}"
