@@ -426,15 +426,25 @@ def _connect(args: argparse.Namespace, host: str, port: int) -> Any:
 
 def envelope_from_header(header: bytes) -> tuple[str | None, list[str]]:
     """The reverse-path and forward-paths that a header section names:
-    Sender or From; To, Cc and Bcc."""
+    Sender or From; To, Cc and Bcc. A message that was resent names them in
+    its ``Resent-`` fields, as smtplib's ``send_message`` reads them.
+
+    Raises:
+        ValueError: more than one block of ``Resent-`` fields.
+    """
     from email.parser import BytesHeaderParser
     from email.policy import default
     from email.utils import getaddresses
 
+    from .operations import resent_prefix
+
     headers = BytesHeaderParser(policy=default).parsebytes(header)
-    sender = headers.get("Sender") or headers.get("From")
+    prefix = resent_prefix(headers)
+    sender = headers.get(prefix + "Sender") or headers.get(prefix + "From")
     from_addr = getaddresses([str(sender)])[0][1] if sender else None
-    fields = [str(v) for f in ("To", "Cc", "Bcc") for v in headers.get_all(f, [])]
+    fields = [
+        str(v) for f in ("To", "Cc", "Bcc") for v in headers.get_all(prefix + f, [])
+    ]
     return from_addr, [a[1] for a in getaddresses(fields) if a[1]]
 
 
@@ -462,11 +472,13 @@ def _message(args: argparse.Namespace, name: str) -> tuple[str, list[str], Any]:
 def _send_all(args: argparse.Namespace, host: str, port: int) -> int:
     from . import SMTPException
 
+    # Every message's envelope is read before connecting: a bad one stops
+    # the run before anything is sent.
+    messages = [(name, *_message(args, name)) for name in args.messages]
     client = _connect(args, host, port)
     status = 0
     try:
-        for name in args.messages:
-            from_addr, to_addrs, content = _message(args, name)
+        for name, from_addr, to_addrs, content in messages:
             try:
                 result = client.deliver(from_addr, to_addrs, content)
             except SMTPException as exc:
@@ -536,8 +548,8 @@ def _send_direct(args: argparse.Namespace) -> int:
     resolver = MXResolver(nameserver, nameserver_port=dns_port)
     router = Router(resolver, port=args.smtp_port, timeout=args.timeout)
     status = 0
-    for name in args.messages:
-        from_addr, to_addrs, content = _message(args, name)
+    messages = [(name, *_message(args, name)) for name in args.messages]
+    for name, from_addr, to_addrs, content in messages:
         try:
             result = router.deliver(from_addr, to_addrs, content)
         except ImportError as exc:

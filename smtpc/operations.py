@@ -251,6 +251,22 @@ def prepare_envelope(
     return Envelope(from_addr, recipients, params, rcpt_options, needs_utf8, dsn)
 
 
+def resent_prefix(headers: Any) -> str:
+    """``"Resent-"`` when the header section holds one block of resent fields
+    (RFC 5322 §3.6.6), whose addresses then make the envelope, as for
+    smtplib's ``send_message``; else ``""``.
+
+    Raises:
+        ValueError: more than one block of ``Resent-`` headers.
+    """
+    resent = headers.get_all("Resent-Date")
+    if resent is None:
+        return ""
+    if len(resent) == 1:
+        return "Resent-"
+    raise ValueError("message has more than one 'Resent-' header block")
+
+
 def message_envelope(
     msg: Any,
     from_addr: str | None,
@@ -272,13 +288,7 @@ def message_envelope(
     """
     from email.utils import getaddresses
 
-    resent = msg.get_all("Resent-Date")
-    if resent is None:
-        prefix = ""
-    elif len(resent) == 1:
-        prefix = "Resent-"
-    else:
-        raise ValueError("message has more than one 'Resent-' header block")
+    prefix = resent_prefix(msg)
     if from_addr is None:
         # RFC 5322 §3.6.2: Sender, when present, names the submitter.
         name = prefix + "Sender" if (prefix + "Sender") in msg else prefix + "From"

@@ -41,6 +41,38 @@ def test_send_takes_the_envelope_from_the_headers_and_drops_bcc(
     assert "hidden@example.net: accepted" in capsys.readouterr().out
 
 
+def test_send_takes_a_resent_message_envelope_from_its_resent_fields(
+    smtpd: Any, tmp_path: Path
+) -> None:
+    resent = (
+        b"Resent-Date: Fri, 4 Dec 2026 10:00:00 +0000\r\n"
+        b"Resent-From: dan@example.com\r\nResent-To: erin@example.org\r\n"
+        b"Resent-Bcc: frank@example.net\r\n"
+    )
+    path = tmp_path / "m.eml"
+    path.write_bytes(resent + MESSAGE)
+    status = cli.main(["send", "--server", f"{smtpd.host}:{smtpd.port}", str(path)])
+    assert status == 0
+    (envelope,) = smtpd.envelopes
+    assert envelope.mail_from == "dan@example.com"
+    assert sorted(envelope.rcpt_tos) == ["erin@example.org", "frank@example.net"]
+    # Neither Bcc field is sent.
+    assert b"Bcc" not in envelope.original_content
+
+
+def test_send_refuses_two_resent_blocks(smtpd: Any, tmp_path: Path) -> None:
+    block = (
+        b"Resent-Date: Fri, 4 Dec 2026 10:00:00 +0000\r\nResent-To: e@example.org\r\n"
+    )
+    good, bad = tmp_path / "good.eml", tmp_path / "bad.eml"
+    good.write_bytes(MESSAGE)
+    bad.write_bytes(block + block + MESSAGE)
+    server = f"{smtpd.host}:{smtpd.port}"
+    # The bad message stops the run before the good one before it is sent.
+    assert cli.main(["send", "--server", server, str(good), str(bad)]) == 2
+    assert smtpd.envelopes == []
+
+
 def test_send_reads_a_piped_message_with_its_headers(smtpd: Any) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
