@@ -7,7 +7,11 @@ count for another, and ``SMTPC_NO_EXTENSIONS=1`` picks smtpc's Python core.
 Tasks:
   small  send ``messages`` 2 KB messages over ``sessions`` sessions; the time
          counts from the first connect to the last QUIT. ``smtpc-many`` is
-         smtpc's blocking client with ``deliver_many``, one call a session.
+         smtpc's blocking client with ``deliver_many``, one call a session
+         (a thread each); ``smtpc-aio-many`` the asyncio client's
+         ``deliver_many``, one call a session (a task each);
+         ``smtpc-pool`` a ``Pool`` of ``sessions`` sessions with a
+         ``BulkSender`` (pipelined batches, by default).
   large  send the file at ``path`` as one message; the time counts from
          opening the file to the final reply; memory is the peak resident
          set over the one before opening it (``trace``: tracemalloc's peak
@@ -149,6 +153,19 @@ async def _smtpc_aio_run(host: str, port: int, count: int, msg: bytes) -> None:
     await client.quit()
 
 
+async def _smtpc_aio_many_run(host: str, port: int, count: int, msg: bytes) -> None:
+    from smtpc.aio import SMTP
+
+    client = SMTP(host, port, local_hostname=LOCAL_NAME, timeout=60)
+    await client.connect()
+    await client.ehlo()
+    results = await client.deliver_many((FROM, TO, msg) for _ in range(count))
+    await client.quit()
+    sent = sum(result.delivered for result in results)
+    if sent != count:
+        raise RuntimeError(f"deliver_many delivered {sent} of {count} messages")
+
+
 async def _aiosmtplib_run(host: str, port: int, count: int, msg: bytes) -> None:
     import aiosmtplib
 
@@ -221,6 +238,10 @@ def run_small(client: str, host: str, port: int, messages: int, sessions: int) -
         import smtpc.aio  # noqa: F401
 
         run = _smtpc_aio_run
+    elif client == "smtpc-aio-many":
+        import smtpc.aio  # noqa: F401
+
+        run = _smtpc_aio_many_run
     elif client == "aiosmtplib":
         import aiosmtplib  # noqa: F401
 

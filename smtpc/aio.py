@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import core, operations
@@ -64,15 +64,26 @@ _CLOSE_WAIT = 1.0  # seconds a closing transport gets to finish (TLS close_notif
 # Reading pauses while this much is received and not yet read: a session
 # needs one reply at a time, so a server cannot make the client buffer more.
 _RECEIVE_LIMIT = 64 * 1024
+_RECV_SIZE = 4096  # octets read at once
+# Output held before it goes to the transport, while no reply is awaited.
+_HOLD = 64 * 1024
+_TIMER_SLACK = 1e-3  # seconds: a timer may fire this early
 
 session_log = logging.getLogger("smtpc.session")
+_wire_log = logging.getLogger("smtpc.wire")
 
 
-class _Connection(asyncio.Protocol):
-    """The transport's receive buffer and write flow control, awaitable."""
+class _Connection(asyncio.BufferedProtocol):
+    """The transport's receive buffer and write flow control, awaitable.
+
+    The transport reads into one small buffer of ours: a plain protocol would
+    have it allocate (and the system map, then unmap) 256 KiB for each read.
+    """
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
+        self._loop = asyncio.get_running_loop()
+        self._buffer = memoryview(bytearray(_RECV_SIZE))
         self._chunks: list[bytes] = []
         self._size = 0
         self._eof = False
@@ -81,12 +92,25 @@ class _Connection(asyncio.Protocol):
         self._reading_paused = False
         self._writing_paused = False
         self._waiter: asyncio.Future[None] | None = None
+        # One timer bounds the waits for replies: a wait moves the deadline
+        # on and leaves the timer be, and the timer, when it fires, re-arms
+        # itself for the deadline of the wait under way, if any. A timer
+        # per wait would cost a push on the loop's heap and a cancellation
+        # for each reply.
+        self._deadline: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol -----------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self._buffer[:nbytes].tobytes())
 
     def data_received(self, data: bytes) -> None:
         self._chunks.append(data)
@@ -106,6 +130,9 @@ class _Connection(asyncio.Protocol):
         self._eof = True
         self._lost = True
         self._error = exc
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._wake()
 
     def pause_writing(self) -> None:
@@ -122,6 +149,11 @@ class _Connection(asyncio.Protocol):
         """Octets received and not yet read."""
         return self._size
 
+    @property
+    def writing_paused(self) -> bool:
+        """The transport's write buffer is above its high mark."""
+        return self._writing_paused
+
     async def closed(self, timeout: float) -> None:
         """Wait until the transport has closed, aborting it after ``timeout``:
         a TLS transport closes only once its close_notify exchange is done."""
@@ -136,23 +168,38 @@ class _Connection(asyncio.Protocol):
                 while not self._lost:
                     await asyncio.sleep(0)
 
-    async def receive(self) -> bytes:
+    def time(self) -> float:
+        """The event loop's clock."""
+        return self._loop.time()
+
+    async def receive(self, deadline: float | None = None) -> bytes:
         """What the server sent since the last call; ``b""`` at end of file.
+
+        Args:
+            deadline: the loop time (:meth:`time`) to wait until, at most.
 
         Raises:
             OSError: the connection was lost with an error.
+            TimeoutError: nothing came before ``deadline``.
         """
         while not self._chunks:
             if self._eof:
                 if self._error is not None:
                     raise self._error
                 return b""
-            await self._wait()
+            await self._wait(deadline)
+        return self.take()
+
+    def take(self) -> bytes:
+        """What the server sent since the last call, without waiting:
+        ``b""`` when nothing came."""
         chunks, self._chunks, self._size = self._chunks, [], 0
         if self._reading_paused and self.transport is not None:
             self._reading_paused = False
             self.transport.resume_reading()
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if len(chunks) == 1:
+            return chunks[0]
+        return b"".join(chunks)
 
     async def drain(self) -> None:
         """Wait until the transport's write buffer is below its high mark.
@@ -169,12 +216,30 @@ class _Connection(asyncio.Protocol):
                 return
             await self._wait()
 
-    async def _wait(self) -> None:
-        self._waiter = asyncio.get_running_loop().create_future()
+    async def _wait(self, deadline: float | None = None) -> None:
+        waiter = self._waiter = self._loop.create_future()
+        if deadline is not None:
+            self._deadline = deadline
+            timer = self._timer
+            if timer is None or timer.when() > deadline:
+                if timer is not None:
+                    timer.cancel()
+                self._timer = self._loop.call_at(deadline, self._check_deadline)
         try:
-            await self._waiter
+            await waiter
         finally:
             self._waiter = None
+            self._deadline = None
+
+    def _check_deadline(self) -> None:
+        self._timer = None
+        waiter, deadline = self._waiter, self._deadline
+        if waiter is None or deadline is None or waiter.done():
+            return
+        if deadline - self._loop.time() <= _TIMER_SLACK:
+            waiter.set_exception(TimeoutError())
+        else:
+            self._timer = self._loop.call_at(deadline, self._check_deadline)
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -246,9 +311,12 @@ class SMTP(operations.ClientState):
         self.use_tls = use_tls
         self.tls_context = tls_context
         self.last_result: TransactionResult | None = None
+        self.last_results: list[TransactionResult] = []
         self.local_hostname = local_hostname or operations.local_name()
         self._transport: asyncio.Transport | None = None
         self._conn: _Connection | None = None
+        self._held: list[Any] = []
+        self._held_size = 0
         self._closing: _Connection | None = None
         self._starttls_context: ssl.SSLContext | None = None
         self._session = self._new_session()
@@ -309,13 +377,34 @@ class SMTP(operations.ClientState):
 
     async def _run(self, steps: Steps) -> Any:
         """Run the engine's steps against the transport until they return."""
+        session = self._session
+        # Decided once a run: each check costs more than a reply's parsing.
+        tracing = self.debuglevel > 0 or _wire_log.isEnabledFor(logging.DEBUG)
+        session.on_command = self._trace_command if tracing else None
         try:
             step = next(steps)
             while True:
                 value: Reply | None = None
                 try:
                     if step is READ:
-                        value = await self._read_reply()
+                        # 1. Send what the steps queued, in one write.
+                        session.emitter.flush()
+                        self._write_held()
+                        conn = self._conn
+                        if conn is None:
+                            raise SMTPServerDisconnected("please run connect() first")
+                        if conn.writing_paused:
+                            await self._drain()
+                        # 2. Pipelined replies often arrive together: one
+                        #    already received needs no wait, and no timer.
+                        value = self._next_reply()
+                        if value is None and conn.buffered:
+                            session.receive_data(conn.take())
+                            value = self._next_reply()
+                        if value is None:
+                            value = await self._wait_reply(conn)
+                        if tracing:
+                            self._trace_reply(value)
                     elif step is DRAIN:
                         await self._drain()
                     else:
@@ -352,16 +441,18 @@ class SMTP(operations.ClientState):
             yield
         except SMTPException:
             raise
-        except TimeoutError as exc:
-            self._close_transport()
-            raise SMTPTimeoutError(f"timed out {doing}") from exc
         except OSError as exc:
-            self._close_transport()
-            if handshake:
+            error = self._transport_error(exc, doing)
+            if handshake and not isinstance(exc, TimeoutError):
                 raise
-            raise SMTPServerDisconnected(
-                f"Connection unexpectedly closed: {exc}"
-            ) from exc
+            raise error from exc
+
+    def _transport_error(self, exc: OSError, doing: str) -> SMTPException:
+        """Close the transport; the smtpc error that ``exc`` stands for."""
+        self._close_transport()
+        if isinstance(exc, TimeoutError):
+            return SMTPTimeoutError(f"timed out {doing}")
+        return SMTPServerDisconnected(f"Connection unexpectedly closed: {exc}")
 
     def _require_transport(self) -> tuple[asyncio.Transport, _Connection]:
         if self._transport is None or self._conn is None:
@@ -369,34 +460,58 @@ class SMTP(operations.ClientState):
         return self._transport, self._conn
 
     def _sink(self, pieces: list[Any]) -> None:
-        """The emitter's sink: the transport's writelines, which never blocks."""
+        """The emitter's sink: output is held until a reply or a drain is
+        awaited, or ``_HOLD`` octets are held, then goes to the transport in
+        one write; so a message's content, its end and the next message's
+        commands leave in one packet. The transport never blocks."""
         transport, _ = self._require_transport()
         if transport.is_closing():
             self._close_transport()
             raise SMTPServerDisconnected("Server not connected")
-        transport.writelines([p if _keepable(p) else bytes(p) for p in pieces])
+        held = self._held
+        for piece in pieces:
+            if not _keepable(piece):
+                piece = bytes(piece)
+            held.append(piece)
+            self._held_size += piece.nbytes if type(piece) is memoryview else len(piece)
+        if self._held_size >= _HOLD:
+            self._write_held()
+
+    def _write_held(self) -> None:
+        held = self._held
+        if held and self._transport is not None:
+            self._held, self._held_size = [], 0
+            if len(held) == 1:
+                self._transport.write(held[0])
+            else:
+                self._transport.writelines(held)
 
     async def _drain(self) -> None:
+        self._write_held()
         _, conn = self._require_transport()
         with self._transport_errors("sending to the server"):
             async with asyncio.timeout(self._effective_timeout()):
                 await conn.drain()
 
-    async def _read_reply(self) -> Reply:
+    async def _wait_reply(self, conn: _Connection) -> Reply:
+        """Read until a whole reply is in, within ``timeout`` for the whole
+        reply, so that a server trickling one octet at a time cannot hold
+        the session longer than a silent one."""
         session = self._session
-        session.emitter.flush()
-        await self._drain()
-        _, conn = self._require_transport()
-        with self._transport_errors("waiting for a reply"):
-            async with asyncio.timeout(self._effective_timeout()):
-                while (reply := self._next_reply()) is None:
-                    data = await conn.receive()
-                    try:
-                        session.receive_data(data)
-                    except SMTPServerDisconnected:
-                        self._close_transport()
-                        raise
-        self._trace_reply(reply)
+        timeout = self._effective_timeout()
+        deadline = None if timeout is None else conn.time() + timeout
+        try:
+            while (reply := self._next_reply()) is None:
+                data = await conn.receive(deadline)
+                try:
+                    session.receive_data(data)
+                except SMTPServerDisconnected:
+                    self._close_transport()
+                    raise
+        except SMTPException:
+            raise
+        except OSError as exc:
+            raise self._transport_error(exc, "waiting for a reply") from exc
         return reply
 
     def _next_reply(self) -> Reply | None:
@@ -440,6 +555,7 @@ class SMTP(operations.ClientState):
 
     def _close_transport(self) -> None:
         self._session.state = State.CLOSED
+        self._held, self._held_size = [], 0
         transport, conn = self._transport, self._conn
         self._transport = self._conn = None
         if transport is not None:
@@ -734,6 +850,58 @@ class SMTP(operations.ClientState):
         self.last_result = result
         operations.log_transaction(self._host, result)
         return result
+
+    async def deliver_many(
+        self, messages: Iterable[tuple[str, str | Sequence[str], Any]]
+    ) -> list[TransactionResult]:
+        """Send ``(from_addr, to_addrs, msg)`` messages back to back, as the
+        blocking :meth:`smtpc.SMTP.deliver_many` does.
+
+        With PIPELINING each message's end of content goes in one write with
+        the next message's MAIL, RCPT and DATA (RFC 2920 §3.1), so a message
+        costs about one round trip instead of two. ``messages`` is read one
+        message at a time, as the previous one's content ends: an iterator
+        may hand out what is ready and stop, and the batch ends there.
+
+        Returns:
+            One :class:`~smtpc.engine.TransactionResult` per message, in order.
+
+        Raises:
+            what :meth:`deliver` raises, for the message that has it; the
+            results before it are in :attr:`last_results`. When the session
+            is lost, every message sent so far is in :attr:`last_results`,
+            the one under way with the reply it had got.
+        """
+        await self.ehlo_or_helo_if_needed()
+        results: list[TransactionResult] = []
+        self.last_results = results
+        await self._deliver_each(messages, results.append)
+        return results
+
+    async def _deliver_each(
+        self,
+        messages: Iterable[tuple[str, str | Sequence[str], Any]],
+        done: Callable[[TransactionResult], object],
+    ) -> None:
+        """:meth:`deliver_many` with ``done`` called with each result as it
+        is known, from within the steps: it must not raise."""
+        host = self._host
+        logged = session_log.isEnabledFor(logging.INFO)
+
+        def each(result: TransactionResult) -> None:
+            if logged:
+                operations.log_transaction(host, result)
+            self.last_result = result
+            done(result)
+
+        steps = operations.many(
+            self._session,
+            messages,
+            each,
+            pipelining=self.pipelining,
+            chunking=self.chunking,
+        )
+        await self._run(steps)
 
     async def sendmail(
         self,

@@ -395,17 +395,23 @@ def _login(client: Any, args: argparse.Namespace) -> None:
         client.login(args.user, _password(args), mechanism=args.auth_mechanism)
 
 
-def _connect(args: argparse.Namespace, host: str, port: int) -> Any:
-    from . import SMTP, SMTP_SSL
+def _check_login(args: argparse.Namespace, host: str) -> None:
+    """Refuse a password in clear text to a host other than loopback, before
+    anything is read or sent."""
     from .tls import is_loopback
 
-    # Refused before connecting, so that nothing reaches such a host at all.
     cleartext = args.tls == "none" and not is_loopback(host)
     if args.user and cleartext and not args.allow_plaintext_auth:
         raise ValueError(
             "refusing to send a password without TLS to a host other than "
             "loopback; use --tls or --allow-plaintext-auth"
         )
+
+
+def _connect(args: argparse.Namespace, host: str, port: int) -> Any:
+    from . import SMTP, SMTP_SSL
+
+    _check_login(args, host)
     client: SMTP
     if args.tls == "implicit":
         client = SMTP_SSL(host, port, timeout=args.timeout, context=_tls_context(args))
@@ -474,6 +480,7 @@ def _send_all(args: argparse.Namespace, host: str, port: int) -> int:
 
     # Every message's envelope is read before connecting: a bad one stops
     # the run before anything is sent.
+    _check_login(args, host)
     messages = [(name, *_message(args, name)) for name in args.messages]
     client = _connect(args, host, port)
     status = 0

@@ -2,7 +2,8 @@
 
 :class:`Pool` keeps up to ``size`` sessions to one server open and lends
 them out, one task at a time. :class:`BulkSender` sends a stream of
-messages over the pool, retries temporary failures with exponential
+messages over the pool, each session in pipelined batches (RFC 2920: about
+one round trip a message), retries temporary failures with exponential
 back-off, and gives one :class:`MessageResult` per message, with every
 recipient's outcome. :class:`BackgroundSender` runs a bulk sender in its own
 thread for programs that are not async.
@@ -15,6 +16,7 @@ or submit to a :class:`BackgroundSender`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import enum
@@ -22,7 +24,14 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +63,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("smtpc.pool")
+
+# Messages one deliver_many call sends back to back: each batch ends with a
+# final reply that nothing follows, one round trip more.
+DEFAULT_BATCH_SIZE = 32
 
 
 # --- the pool -----------------------------------------------------------------
@@ -223,9 +236,10 @@ class Pool:
         log.debug("session opened to %s:%s", self.host, self.port)
         return member
 
-    async def _release(self, member: _Member) -> None:
+    async def _release(self, member: _Member, messages: int = 1) -> None:
+        """Take back a session that carried ``messages`` more messages."""
         try:
-            member.messages += 1
+            member.messages += messages
             client = member.client
             if not client.is_connected:
                 self._drop(member, "closed")
@@ -245,13 +259,19 @@ class Pool:
         log.debug("session to %s:%s %s", self.host, self.port, why)
 
     async def close(self) -> None:
-        """QUIT every idle session; sessions lent out end when returned."""
+        """QUIT every idle session, all at once; sessions lent out end when
+        returned."""
         self._closed = True
         idle, self._idle = self._idle, []
-        for member in idle:
-            with contextlib.suppress(SMTPException, OSError):
-                await member.client.quit()
-            self._drop(member, "ended with QUIT")
+
+        async def end(member: _Member) -> None:
+            try:
+                with contextlib.suppress(SMTPException, OSError):
+                    await member.client.quit()
+            finally:
+                self._drop(member, "ended with QUIT")
+
+        await asyncio.gather(*(end(member) for member in idle))
 
 
 class DirectPools:
@@ -436,6 +456,15 @@ class _Attempt:
             else:
                 self.temporary(address, reply, error)
 
+    def lost(self, result: TransactionResult | None, error: str) -> None:
+        """The session was lost before the transaction's end: whatever was
+        settled before (LMTP replies) stands; the rest is tried again."""
+        if result is not None:
+            for r in result.recipients:
+                if r.final is not None and r.accepted:
+                    self.settle(r.address, Outcome.DELIVERED, r.final)
+        self.all_pending(None, error)
+
     def refuse_all(self, reply: Reply | None, error: str) -> None:
         for address in self.pending:
             self.final[address] = RecipientOutcome(
@@ -472,6 +501,287 @@ class _Attempt:
                 self.temporary(address, final, None)
 
 
+class _Job:
+    """One message on its way through a :class:`Pool`: its recipients still
+    pending, the outcomes so far, and the attempt under way."""
+
+    __slots__ = (
+        "message",
+        "order",
+        "pending",
+        "outcomes",
+        "last",
+        "replay",
+        "attempts",
+        "attempt",
+        "finish",
+    )
+    attempt: _Attempt  # set for each attempt
+
+    def __init__(
+        self, message: BulkMessage, finish: Callable[[MessageResult], object]
+    ) -> None:
+        self.message = message
+        self.order = list(dict.fromkeys(message.forward_paths))
+        self.pending = self.order
+        self.outcomes: dict[str, RecipientOutcome] = {}
+        self.last: dict[str, tuple[Reply | None, str | None]] = {}
+        self.replay = _Replay(message.content)
+        self.attempts = 0
+        self.finish = finish
+
+
+class _Lane:
+    """The messages waiting for a session of one :class:`Pool`, and the
+    tasks that send them: at most ``pool.size``, each holding a session.
+
+    A task takes the next waiting message each time the one before it has
+    gone out (RFC 2920 §3.1: its end of content leads the next message's
+    commands), up to ``batch_size`` messages in one
+    :meth:`~smtpc.aio.SMTP.deliver_many` call; when none is waiting, the
+    batch ends, and the task gives its session back once none is left.
+    """
+
+    def __init__(self, sender: BulkSender, pool: Pool) -> None:
+        self.sender = sender
+        self.pool = pool
+        self.queue: collections.deque[_Job] = collections.deque()
+        self.tasks: set[asyncio.Task[None]] = set()
+        # Tasks that took their last message and are giving the session back.
+        self.leaving: set[asyncio.Task[None]] = set()
+
+    def push(self, job: _Job) -> None:
+        self.queue.append(job)
+        workers = len(self.tasks) - len(self.leaving)
+        if workers < self.pool.size and workers < len(self.queue):
+            task = asyncio.get_running_loop().create_task(self._work())
+            self.tasks.add(task)
+            task.add_done_callback(self._gone)
+
+    def _gone(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        self.leaving.discard(task)
+
+    def withdraw(self, job: _Job) -> bool:
+        """Take back a message that is still waiting; False once it is sent."""
+        try:
+            self.queue.remove(job)
+        except ValueError:
+            return False
+        return True
+
+    def abort(self) -> None:
+        """Abandon the batches under way and the messages waiting."""
+        for task in self.tasks:
+            task.cancel()
+        queue, self.queue = self.queue, collections.deque()
+        for job in queue:
+            job.attempt.all_pending(None, "stopped")
+            self.sender._attempt_done(job)
+
+    async def wait_idle(self) -> None:
+        """Wait until every task has given its session back."""
+        while self.tasks:
+            await asyncio.wait(set(self.tasks))
+
+    async def _work(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        sender, pool = self.sender, self.pool
+        member: _Member | None = None
+        try:
+            while self.queue and not sender._abort.is_set():
+                if member is None:
+                    # The queue is looked at again after the wait.
+                    member = await self._borrow()
+                    continue
+                if self._single_next():
+                    await self._send_alone(member, self.queue.popleft())
+                else:
+                    await self._send_batch(member)
+                if not (
+                    member.client.is_connected and member.messages < pool.max_messages
+                ):
+                    await pool._release(member, 0)
+                    member = None
+        finally:
+            # Before any await: a message pushed from now on starts a task.
+            self.leaving.add(task)
+            if member is not None:
+                await pool._release(member, 0)
+
+    async def _borrow(self) -> _Member | None:
+        """A session from the pool; when none can be opened, the message
+        next in line takes the failure, as it would have alone."""
+        try:
+            member = await self.pool._acquire()
+        except (SMTPException, OSError) as exc:
+            # EHLO, TLS, AUTH or connect failed.
+            reply = exc.reply if isinstance(exc, SMTPResponseException) else None
+            transient = reply if reply is not None and reply.is_transient else None
+            error = f"{type(exc).__name__}: {exc}"
+            if self.queue:
+                job = self.queue.popleft()
+                job.attempt.all_pending(transient, error)
+                self.sender._attempt_done(job)
+        except Exception as exc:
+            # The pool cannot lend sessions any more (closed): no retry.
+            error = f"{type(exc).__name__}: {exc}"
+            while self.queue:
+                self.sender._give_up(self.queue.popleft(), error)
+        else:
+            client = member.client
+            if client.pipelining and client.has_extn("pipelining"):
+                self.sender._pipelined()
+            return member
+        return None
+
+    def _single_next(self) -> bool:
+        # Envelope parameters go with deliver(), one message at a time.
+        message = self.queue[0].message
+        return bool(message.mail_options or message.rcpt_options)
+
+    async def _send_alone(self, member: _Member, job: _Job) -> None:
+        member.messages += 1
+        sender = self.sender
+        message = job.message
+        try:
+            with job.replay.open() as content:
+                result = await member.client.deliver(
+                    message.reverse_path,
+                    job.attempt.pending,
+                    content,
+                    message.mail_options,
+                    message.rcpt_options,
+                )
+        except asyncio.CancelledError:
+            job.attempt.all_pending(None, "stopped during the transaction")
+            sender._attempt_done(job)
+            raise
+        except BaseException as exc:
+            _settle_failure(job.attempt, exc, at_fault=True)
+            sender._attempt_done(job)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            job.attempt.read(result)
+            sender._attempt_done(job)
+
+    async def _send_batch(self, member: _Member) -> None:
+        """Waiting messages through one deliver_many call, taken one by one
+        as each message's content goes out."""
+        sender = self.sender
+        queue = self.queue
+        limit = min(sender.batch_size, self.pool.max_messages - member.messages)
+        sent: collections.deque[_Job] = collections.deque()
+        # Each message's content stays open until its result is in: two at
+        # most at once, however long the batch.
+        opened: dict[_Job, contextlib.ExitStack] = {}
+
+        def close(job: _Job) -> None:
+            if not opened:
+                return
+            stack = opened.pop(job, None)
+            if stack is not None:
+                with contextlib.suppress(OSError):
+                    stack.close()
+
+        def take() -> Iterator[tuple[str, list[str], Any]]:
+            taken = 0
+            while taken < limit and queue and not sender._abort.is_set():
+                if taken and self._single_next():
+                    return
+                job = queue.popleft()
+                taken += 1
+                member.messages += 1
+                content = job.message.content
+                if type(content) is not bytes:
+                    stack = contextlib.ExitStack()
+                    try:
+                        content = stack.enter_context(job.replay.open())
+                    except Exception as exc:
+                        # Its file cannot be opened: another attempt would
+                        # fail the same way. The batch goes on without it.
+                        error = f"{type(exc).__name__}: {exc}"
+                        job.attempt.refuse_all(None, error)
+                        sender._attempt_done(job)
+                        continue
+                    opened[job] = stack
+                sent.append(job)
+                yield job.message.reverse_path, job.attempt.pending, content
+
+        def done(result: TransactionResult) -> None:
+            job = sent.popleft()
+            close(job)
+            _read_result(job.attempt, result)
+            sender._attempt_done(job)
+
+        try:
+            await member.client._deliver_each(take(), done)
+        except asyncio.CancelledError:
+            for job in sent:
+                close(job)
+                job.attempt.all_pending(None, "stopped during the transaction")
+                sender._attempt_done(job)
+            raise
+        except BaseException as exc:
+            # Every message sent before it has its result (deliver_many
+            # reports them first); the one under way takes the failure.
+            while sent:
+                job = sent.popleft()
+                close(job)
+                if isinstance(exc, SMTPServerDisconnected):
+                    job.attempt.lost(None, str(exc) or type(exc).__name__)
+                else:
+                    _settle_failure(job.attempt, exc, at_fault=not sent)
+                sender._attempt_done(job)
+            if not isinstance(exc, Exception):
+                raise
+
+
+def _read_result(attempt: _Attempt, result: TransactionResult) -> None:
+    """Outcomes from one transaction of a batch."""
+    error = result.error
+    if error is None or _closed_by_421(result):
+        attempt.read(result)
+    else:
+        # The session was lost before this transaction's end.
+        attempt.lost(result, str(error) or type(error).__name__)
+
+
+def _closed_by_421(result: TransactionResult) -> bool:
+    replies = [result.mail, result.data, result.final]
+    replies += [r.reply for r in result.recipients]
+    return any(r is not None and r.code == 421 for r in replies)
+
+
+def _settle_failure(attempt: _Attempt, exc: BaseException, *, at_fault: bool) -> None:
+    """Outcomes when sending raised ``exc``; ``at_fault``: it was raised for
+    this message (its envelope or its content), not for the session."""
+    if isinstance(exc, SMTPServerDisconnected):
+        # Whatever was settled before the session was lost (LMTP replies)
+        # stands; the rest is tried again.
+        partial = getattr(exc, "result", None)
+        lost = partial if isinstance(partial, TransactionResult) else None
+        attempt.lost(lost, str(exc) or type(exc).__name__)
+    elif not at_fault:
+        attempt.all_pending(None, f"{type(exc).__name__}: {exc}")
+    elif isinstance(exc, SMTPSenderRefused | SMTPNotSupportedError):
+        # Raised before MAIL: the message cannot go to this server.
+        reply = exc.reply if isinstance(exc, SMTPResponseException) else None
+        attempt.refuse_all(reply, str(exc))
+    elif isinstance(exc, SMTPException):
+        reply = exc.reply if isinstance(exc, SMTPResponseException) else None
+        attempt.all_pending(
+            reply if reply is not None and reply.is_transient else None,
+            f"{type(exc).__name__}: {exc}",
+        )
+    else:
+        # The message itself is at fault (its file, its content, its
+        # addresses): another attempt would fail the same way.
+        attempt.refuse_all(None, f"{type(exc).__name__}: {exc}")
+
+
 class BulkSender:
     """Sends a stream of messages over a :class:`Pool`, with retries.
 
@@ -482,8 +792,22 @@ class BulkSender:
     the recipients still pending: one whose final reply was 250 is never
     sent the message again.
 
+    Messages waiting for a session go in pipelined batches: a session that
+    has sent a message's content takes the next waiting message at once, and
+    its commands go out with the end of that content (RFC 2920 §3.1), so a
+    message costs about one round trip instead of two. A batch ends when no
+    message is waiting or after ``batch_size`` messages; each message still
+    gets its own result, and a failure in a batch falls on the messages it
+    hit only (a lost session: the message under way and any whose final
+    reply had not come; a bad envelope or content: that message). Messages
+    with ``mail_options`` or ``rcpt_options`` go one at a time. With
+    :class:`DirectPools`, messages go one at a time.
+
     At most ``2 * pool.size`` messages are read from the input and not yet
-    handed back as results, so memory stays bounded however many there are.
+    handed back as results, so memory stays bounded however many there are;
+    ``3 * pool.size`` once a session to a :class:`Pool` offers PIPELINING
+    (and ``batch_size`` is above 1), so that each session finds its next
+    message waiting as the one before it ends.
 
     Args:
         pool: where the sessions come from; its ``size`` sets how many
@@ -491,6 +815,14 @@ class BulkSender:
         max_attempts: attempts per message, the first one included.
         backoff: seconds before the first retry.
         max_backoff: longest wait between two attempts.
+        batch_size: most messages in one batch (one
+            :meth:`~smtpc.aio.SMTP.deliver_many` call); the last final reply
+            of a batch costs a round trip of its own, and a session goes on
+            with the next batch while messages are waiting (1: one message
+            at a time, two round trips each).
+
+    Raises:
+        ValueError: ``max_attempts`` or ``batch_size`` below 1.
     """
 
     def __init__(
@@ -500,15 +832,26 @@ class BulkSender:
         max_attempts: int = 5,
         backoff: float = 1.0,
         max_backoff: float = 300.0,
+        batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
         self.pool = pool
         self.max_attempts = max_attempts
         self.backoff = backoff
         self.max_backoff = max_backoff
+        self.batch_size = batch_size
         self._stop = asyncio.Event()
         self._abort = asyncio.Event()
+        self._lane = _Lane(self, pool) if isinstance(pool, Pool) else None
+        self._direct_tasks: set[asyncio.Task[None]] = set()
+        # Messages read ahead per session, and the windows that count them.
+        self._ahead = 2
+        self._windows: set[_Window] = set()
+        # Messages waiting before their next attempt.
+        self._waiting: dict[_Job, asyncio.TimerHandle] = {}
 
     def stop(self, *, now: bool = False) -> None:
         """Read no more messages and start no more attempts.
@@ -520,6 +863,12 @@ class BulkSender:
         self._stop.set()
         if now:
             self._abort.set()
+        waiting, self._waiting = self._waiting, {}
+        for job, timer in waiting.items():
+            timer.cancel()
+            self._next_attempt(job)
+        if now and self._lane is not None:
+            self._lane.abort()
 
     @property
     def stopping(self) -> bool:
@@ -540,37 +889,88 @@ class BulkSender:
             TypeError: an item is neither; the messages before it are
                 still sent and their results given first.
         """
-        results: asyncio.Queue[MessageResult | _End] = asyncio.Queue()
-        window = asyncio.Semaphore(2 * self.pool.size)
         # With DirectPools, size is per host: the window still bounds memory.
-        feeder = asyncio.create_task(self._feed(messages, window, results))
+        window = _Window(self._ahead * self.pool.size)
+        self._windows.add(window)
+        feeder = asyncio.create_task(self._feed(messages, window))
         try:
             while True:
-                item = await results.get()
+                item = await window.get()
                 if isinstance(item, _End):
                     if item.error is not None:
                         raise item.error
                     return
-                window.release()
+                window.release(1)
                 yield item
         finally:
             if not feeder.done():
                 self.stop(now=True)
+                # The feeder may wait for room that no reader will make.
+                window.release(self._ahead * self.pool.size)
                 with contextlib.suppress(asyncio.CancelledError):
                     await feeder
+            self._windows.discard(window)
 
-    async def _feed(
-        self,
-        messages: Any,
-        window: asyncio.Semaphore,
-        results: asyncio.Queue[MessageResult | _End],
-    ) -> None:
-        tasks: set[asyncio.Task[None]] = set()
+    def _pipelined(self) -> None:
+        """A session offers PIPELINING: read one more message ahead per
+        session, so that each finds its next message waiting when the one
+        before it ends (the one before that still awaiting its final reply)."""
+        if self._ahead == 2 and self.batch_size > 1:
+            self._ahead = 3
+            for window in self._windows:
+                window.release(self.pool.size)
+
+    async def _feed(self, messages: Any, window: _Window) -> None:
+        outstanding = 0
+        settled = asyncio.Event()
         error: BaseException | None = None
 
-        async def run(message: BulkMessage) -> None:
+        def finished(result: MessageResult) -> None:
+            nonlocal outstanding
+            window.put(result)
+            outstanding -= 1
+            if not outstanding:
+                settled.set()
+
+        try:
+            # A plain loop for the usual synchronous input: an asynchronous
+            # generator around it would cost a step per message.
+            is_async = isinstance(messages, AsyncIterable)
+            source = aiter(messages) if is_async else iter(messages)
+            while True:
+                try:
+                    item = await anext(source) if is_async else next(source)
+                except (StopIteration, StopAsyncIteration):
+                    break
+                message = _as_message(item)
+                await window.acquire()
+                if self.stopping:
+                    window.release(1)
+                    break
+                outstanding += 1
+                self._start(message, finished)
+        except Exception as exc:
+            error = exc
+        finally:
+            while outstanding:
+                settled.clear()
+                await settled.wait()
+            if self._lane is not None:
+                # Sessions go back to the pool before the caller closes it.
+                await self._lane.wait_idle()
+            window.put(_End(error))
+
+    def _start(
+        self, message: BulkMessage, finish: Callable[[MessageResult], object]
+    ) -> None:
+        """Start sending one message; ``finish`` gets its result."""
+        if self._lane is not None:
+            self._next_attempt(_Job(message, finish))
+            return
+
+        async def direct() -> None:
             try:
-                result = await self.send_one(message)
+                result = await self._send_direct(message)
             except Exception as exc:
                 # Every message gets its result line, whatever went wrong.
                 why = f"{type(exc).__name__}: {exc}"
@@ -583,28 +983,116 @@ class BulkSender:
                     ],
                     0,
                 )
-            results.put_nowait(result)
+            finish(result)
 
-        try:
-            async for item in _items(messages):
-                message = _as_message(item)
-                await window.acquire()
-                if self.stopping:
-                    window.release()
-                    break
-                task = asyncio.create_task(run(message))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-        except Exception as exc:
-            error = exc
-        finally:
-            if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
-            results.put_nowait(_End(error))
+        task = asyncio.create_task(direct())
+        self._direct_tasks.add(task)
+        task.add_done_callback(self._direct_tasks.discard)
 
     async def send_one(self, message: BulkMessage) -> MessageResult:
         """Send one message, with retries; never raises for a refusal or a
-        lost session: the result tells."""
+        lost session: the result tells. Messages sent at once from several
+        tasks share the pool's sessions and go in batches."""
+        if self._lane is None:
+            return await self._send_direct(message)
+        future: asyncio.Future[MessageResult] = (
+            asyncio.get_running_loop().create_future()
+        )
+
+        def finish(result: MessageResult) -> None:
+            if not future.done():
+                future.set_result(result)
+
+        job = _Job(message, finish)
+        self._next_attempt(job)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            # Not sent yet: it is not sent at all.
+            timer = self._waiting.pop(job, None)
+            if timer is not None:
+                timer.cancel()
+            else:
+                self._lane.withdraw(job)
+            raise
+
+    # -- one message's attempts over a Pool ------------------------------------
+
+    def _next_attempt(self, job: _Job) -> None:
+        """Queue the next attempt, or give the result if none is to come."""
+        assert self._lane is not None
+        if job.attempts and self.stopping:
+            for address in job.pending:
+                job.last[address] = (job.last.get(address, (None, None))[0], "stopped")
+            self._finish(job)
+            return
+        if job.attempts and not job.replay.replayable:
+            why = "the content cannot be read again for a retry"
+            job.last.update({a: (job.last[a][0], why) for a in job.pending})
+            self._finish(job)
+            return
+        job.attempts += 1
+        job.attempt = _Attempt(job.pending)
+        if self._abort.is_set():
+            job.attempt.all_pending(None, "stopped")
+            self._attempt_done(job)
+            return
+        self._lane.push(job)
+
+    def _attempt_done(self, job: _Job) -> None:
+        """Take in an attempt's outcomes: retry what is pending, or finish."""
+        attempt = job.attempt
+        job.outcomes.update(attempt.final)
+        if attempt.retry:
+            job.last.update(attempt.retry)
+            job.pending = [a for a in job.pending if a in attempt.retry]
+        else:
+            job.pending = []
+        if not job.pending or job.attempts >= self.max_attempts:
+            self._finish(job)
+        elif self.stopping:
+            self._next_attempt(job)
+        else:
+            delay = min(self.max_backoff, self.backoff * 2 ** (job.attempts - 1))
+            log.warning(
+                "message %s: %d recipients deferred, attempt %d in %.1f s",
+                job.message.id,
+                len(attempt.retry),
+                job.attempts + 1,
+                delay,
+            )
+            loop = asyncio.get_running_loop()
+            self._waiting[job] = loop.call_later(delay, self._retry, job)
+
+    def _retry(self, job: _Job) -> None:
+        if self._waiting.pop(job, None) is not None:
+            self._next_attempt(job)
+
+    def _give_up(self, job: _Job, error: str) -> None:
+        """Finish a message no attempt can be made for."""
+        for address in job.pending:
+            job.last[address] = (None, error)
+        self._finish(job)
+
+    def _finish(self, job: _Job) -> None:
+        message = job.message
+        for address in job.pending:
+            reply, error = job.last.get(address, (None, None))
+            job.outcomes[address] = RecipientOutcome(
+                address, Outcome.DEFERRED, reply, error
+            )
+        result = MessageResult(
+            message.id,
+            message.reverse_path,
+            [job.outcomes[a] for a in job.order],
+            job.attempts,
+        )
+        _log_result(result)
+        job.finish(result)
+
+    # -- one message at a time, for DirectPools ------------------------------
+
+    async def _send_direct(self, message: BulkMessage) -> MessageResult:
         order = list(dict.fromkeys(message.forward_paths))
         pending = list(order)
         outcomes: dict[str, RecipientOutcome] = {}
@@ -641,21 +1129,14 @@ class BulkSender:
             [outcomes[a] for a in order],
             attempts,
         )
-        if log.isEnabledFor(logging.INFO):
-            log.info(
-                "message %s: %d delivered, %d refused, %d deferred, %d attempts",
-                message.id,
-                len(result.delivered),
-                len(result.refused),
-                len(result.deferred),
-                attempts,
-            )
+        _log_result(result)
         return result
 
     async def _attempt(
         self, message: BulkMessage, replay: _Replay, attempt: _Attempt
     ) -> None:
-        task = asyncio.create_task(self._transaction(message, replay, attempt))
+        assert isinstance(self.pool, DirectPools)
+        task = asyncio.create_task(self._direct(self.pool, message, replay, attempt))
         abort = asyncio.create_task(self._abort.wait())
         try:
             await asyncio.wait({task, abort}, return_when=asyncio.FIRST_COMPLETED)
@@ -668,14 +1149,6 @@ class BulkSender:
             attempt.all_pending(None, "stopped during the transaction")
             return
         task.result()
-
-    async def _transaction(
-        self, message: BulkMessage, replay: _Replay, attempt: _Attempt
-    ) -> None:
-        if isinstance(self.pool, DirectPools):
-            await self._direct(self.pool, message, replay, attempt)
-            return
-        await self._relayed(self.pool, message, replay, attempt)
 
     async def _direct(
         self,
@@ -757,14 +1230,9 @@ class BulkSender:
                     attempt.refuse_all(None, f"{type(exc).__name__}: {exc}")
                     return
         except SMTPServerDisconnected as exc:
-            # Whatever was settled before the session was lost (LMTP
-            # replies) stands; the rest is tried again.
             partial = getattr(exc, "result", None)
-            if isinstance(partial, TransactionResult):
-                for r in partial.recipients:
-                    if r.final is not None and r.accepted:
-                        attempt.settle(r.address, Outcome.DELIVERED, r.final)
-            attempt.all_pending(None, str(exc) or type(exc).__name__)
+            lost = partial if isinstance(partial, TransactionResult) else None
+            attempt.lost(lost, str(exc) or type(exc).__name__)
         except (SMTPSenderRefused, SMTPNotSupportedError) as exc:
             # Raised before MAIL: the message cannot go to this server.
             reply = exc.reply if isinstance(exc, SMTPResponseException) else None
@@ -795,18 +1263,66 @@ class BulkSender:
                 await self._stop.wait()
 
 
+def _log_result(result: MessageResult) -> None:
+    if log.isEnabledFor(logging.INFO):
+        log.info(
+            "message %s: %d delivered, %d refused, %d deferred, %d attempts",
+            result.id,
+            len(result.delivered),
+            len(result.refused),
+            len(result.deferred),
+            result.attempts,
+        )
+
+
 @dataclass(slots=True)
 class _End:
     error: BaseException | None
 
 
-async def _items(messages: Any) -> AsyncIterator[Any]:
-    if isinstance(messages, AsyncIterable):
-        async for item in messages:
-            yield item
-    else:
-        for item in messages:
-            yield item
+class _Window:
+    """What :meth:`BulkSender.send` and its feeder share: the results not
+    yet handed back, and the room left for messages read ahead of theirs.
+    One task waits on each side."""
+
+    __slots__ = ("room", "results", "_getter", "_feeder")
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+        self.results: collections.deque[MessageResult | _End] = collections.deque()
+        self._getter: asyncio.Future[None] | None = None
+        self._feeder: asyncio.Future[None] | None = None
+
+    def put(self, item: MessageResult | _End) -> None:
+        self.results.append(item)
+        _wake(self._getter)
+
+    async def get(self) -> MessageResult | _End:
+        while not self.results:
+            self._getter = asyncio.get_running_loop().create_future()
+            try:
+                await self._getter
+            finally:
+                self._getter = None
+        return self.results.popleft()
+
+    def release(self, room: int) -> None:
+        self.room += room
+        _wake(self._feeder)
+
+    async def acquire(self) -> None:
+        while self.room <= 0:
+            self._feeder = asyncio.get_running_loop().create_future()
+            try:
+                await self._feeder
+            finally:
+                self._feeder = None
+        self.room -= 1
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
 
 
 def _as_message(item: Any) -> BulkMessage:
@@ -836,7 +1352,8 @@ class BackgroundSender:
 
     Args:
         host, port: the server.
-        max_attempts, backoff, max_backoff: as for :class:`BulkSender`.
+        max_attempts, backoff, max_backoff, batch_size: as for
+            :class:`BulkSender`; messages submitted at once share batches.
         pool_options: as for :class:`Pool` (``size``, ``use_tls``, ``user``...).
     """
 
@@ -848,6 +1365,7 @@ class BackgroundSender:
         max_attempts: int = 5,
         backoff: float = 1.0,
         max_backoff: float = 300.0,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         **pool_options: Any,
     ) -> None:
         self._loop = asyncio.new_event_loop()
@@ -863,6 +1381,7 @@ class BackgroundSender:
                 max_attempts=max_attempts,
                 backoff=backoff,
                 max_backoff=max_backoff,
+                batch_size=batch_size,
             )
 
         try:

@@ -6,10 +6,12 @@ down. Nothing here talks to another host.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import io
 import os
 import secrets
+import selectors
 import socket
 import ssl
 import subprocess
@@ -515,3 +517,73 @@ def start_smtp_sink() -> Iterator[Callable[..., SinkServer]]:
 def smtp_sink(start_smtp_sink: Callable[..., SinkServer]) -> SinkServer:
     """smtp-sink speaking SMTP with its default extensions."""
     return start_smtp_sink()
+
+
+class TurnCounter:
+    """A relay on loopback that counts round trips (the client sends, then
+    the server answers), sessions, and sessions that ended with a reset
+    (they leave the round trips before them as they were). Each accepted
+    connection is relayed to ``upstream``.
+    """
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.turns = 0
+        self.sessions = 0
+        self.resets = 0
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.host, self.port = self._listener.getsockname()[:2]
+        self._threads: list[threading.Thread] = []
+        self._accepter = threading.Thread(target=self._accept, daemon=True)
+        self._accepter.start()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        self._accepter.join(5)
+        for thread in self._threads:
+            thread.join(10)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                self.sessions += 1
+            thread = threading.Thread(target=self._relay, args=(client,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _relay(self, client: socket.socket) -> None:
+        server = socket.create_connection(self.upstream)
+        for sock in (client, server):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client_spoke = False
+        with client, server, selectors.DefaultSelector() as selector:
+            selector.register(client, selectors.EVENT_READ, server)
+            selector.register(server, selectors.EVENT_READ, client)
+            while True:
+                for key, _ in selector.select():
+                    source: socket.socket = key.fileobj  # type: ignore[assignment]
+                    try:
+                        data = source.recv(65536)
+                        if data:
+                            key.data.sendall(data)
+                    except ConnectionResetError:
+                        with self._lock:
+                            self.resets += 1
+                        return
+                    except OSError:
+                        return
+                    if not data:
+                        return
+                    if source is client:
+                        client_spoke = True
+                    elif client_spoke:
+                        client_spoke = False
+                        with self._lock:
+                            self.turns += 1

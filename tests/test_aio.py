@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import socket
 import ssl
 import subprocess
 import sys
 import threading
 import types
 from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import test_compat
-from servers import ScriptedServer, SMTPServer
+from servers import RecordingHandler, ScriptedServer, SMTPServer
 from test_compat import (  # noqa: F401 - collected here with the client below
     test_421_on_mail_closes_session,
     test_all_recipients_refused,
@@ -326,3 +328,387 @@ def test_implicit_tls_with_connect_arguments(
 
     assert asyncio.run(main()) == {}
     assert server.envelopes[-1].original_content == MESSAGE
+
+
+# --- deliver_many ----------------------------------------------------------------
+
+GREETING = b"220 mx.example.net ESMTP\r\n"
+OK = b"250 OK\r\n"
+GO = b"354 go\r\n"
+
+
+def _ehlo(*keywords: bytes) -> bytes:
+    lines = [b"mx.example.net", *keywords]
+    head = b"".join(b"250-" + line + b"\r\n" for line in lines[:-1])
+    return head + b"250 " + lines[-1] + b"\r\n"
+
+
+def _batch(count: int) -> list[tuple[str, list[str], bytes]]:
+    return [(SENDER, [f"r{i}@example.org"], b"m%d\r\n" % i) for i in range(count)]
+
+
+@dataclass
+class _PipeliningHandler(RecordingHandler):
+    """RecordingHandler that offers PIPELINING and answers the content of a
+    message holding ``refuse_content`` with 554."""
+
+    refuse_content: bytes | None = None
+
+    async def handle_EHLO(
+        self,
+        server: Any,
+        session: Any,
+        envelope: Any,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        lines = await super().handle_EHLO(
+            server, session, envelope, hostname, responses
+        )
+        return [*lines[:-1], "250-PIPELINING", lines[-1]]
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        refused = self.refuse_content
+        if refused is not None and refused in envelope.original_content:
+            return "554 5.6.0 Message content refused"
+        return await super().handle_DATA(server, session, envelope)
+
+
+class _HoldingServer:
+    """Answers the end of each message's content only once the next
+    message's MAIL, RCPT and DATA have come, or after half a second: a
+    client that pipelines sends them first, one that waits for that reply
+    waits the half second. ``ahead`` records, message by message, whether
+    the next commands came first; ``contents`` each message's content."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.contents: list[bytes] = []
+        self.ahead: list[bool] = []
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        with conn:
+            try:
+                self._session(conn)
+            except (OSError, AssertionError) as exc:
+                self.error = exc
+
+    def _session(self, conn: socket.socket) -> None:
+        pending = b""
+
+        def receive(enough: Callable[[], bool], timeout: float = 5) -> bool:
+            nonlocal pending
+            conn.settimeout(timeout)
+            while not enough():
+                try:
+                    chunk = conn.recv(4096)
+                except TimeoutError:
+                    return False
+                assert chunk, "the client closed the session"
+                pending += chunk
+            return True
+
+        def line() -> bytes:
+            nonlocal pending
+            receive(lambda: b"\r\n" in pending)
+            first, _, pending = pending.partition(b"\r\n")
+            return first
+
+        def content_ended() -> bool:
+            return b"\r\n.\r\n" in pending
+
+        def next_group_came() -> bool:
+            return pending.count(b"\r\n") >= 3
+
+        conn.sendall(GREETING)
+        line()
+        conn.sendall(_ehlo(b"PIPELINING"))
+        while (verb := line()[:4]) == b"MAIL":
+            assert [line()[:4], line()[:4]] == [b"RCPT", b"DATA"]
+            conn.sendall(OK + OK + GO)
+            receive(content_ended)
+            content, _, pending = pending.partition(b"\r\n.\r\n")
+            self.contents.append(content + b"\r\n")
+            self.ahead.append(receive(next_group_came, timeout=0.5))
+            conn.sendall(OK)
+        assert verb == b"QUIT"
+        conn.sendall(b"221 bye\r\n")
+
+    def close(self) -> None:
+        self.listener.close()
+        self.thread.join(5)
+
+
+def test_deliver_many_pipelines_each_message_behind_the_last() -> None:
+    server = _HoldingServer()
+
+    async def main() -> list[Any]:
+        async with smtpc.AsyncSMTP("127.0.0.1", server.port, timeout=3) as client:
+            return await client.deliver_many(_batch(4))
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        server.close()
+    assert server.error is None
+    assert server.ahead == [True, True, True, False]
+    assert [r.delivered for r in results] == [True] * 4
+    assert [r.recipients[0].address for r in results] == [
+        f"r{i}@example.org" for i in range(4)
+    ]
+    assert server.contents == [b"m%d\r\n" % i for i in range(4)]
+
+
+def test_deliver_many_to_smtp_sink(smtp_sink: Any) -> None:
+    messages = [
+        (SENDER, [f"r{i}@example.org"], b"Subject: %d\r\n\r\nbody %d\r\n" % (i, i))
+        for i in range(5)
+    ]
+
+    async def main() -> list[Any]:
+        async with smtpc.AsyncSMTP(smtp_sink.host, smtp_sink.port) as client:
+            await client.ehlo()
+            assert client.has_extn("pipelining")
+            results = await client.deliver_many(iter(messages))
+            assert client.last_results is results
+            assert client.last_result is results[-1]
+            return results
+
+    results = asyncio.run(main())
+    assert [r.delivered for r in results] == [True] * 5
+    stored = smtp_sink.messages(5)
+    assert sorted(m.content for m in stored) == [m[2] for m in messages]
+
+
+@pytest.mark.parametrize("pipelining", [False, True], ids=["plain", "pipelining"])
+def test_deliver_many_reports_each_refusal_in_order(
+    smtp_server: Callable[..., SMTPServer], pipelining: bool
+) -> None:
+    handler = _PipeliningHandler() if pipelining else RecordingHandler()
+    server = smtp_server(handler=handler)
+    messages = [
+        (SENDER, ["a@example.org"], b"one\r\n"),
+        (SENDER, ["refuse@example.org"], b"two\r\n"),
+        (SENDER, ["b@example.org", "defer@example.org"], b"three\r\n"),
+    ]
+
+    async def main() -> list[Any]:
+        async with smtpc.AsyncSMTP(server.host, server.port) as client:
+            results = await client.deliver_many(messages)
+            assert client.has_extn("pipelining") is pipelining
+            return results
+
+    results = asyncio.run(main())
+    assert [r.delivered for r in results] == [True, False, True]
+    assert results[1].refused["refuse@example.org"][0] == 550
+    assert list(results[2].refused) == ["defer@example.org"]
+    assert results[2].refused["defer@example.org"][0] == 451
+    assert [e.original_content for e in server.envelopes] == [b"one\r\n", b"three\r\n"]
+
+
+def test_deliver_many_refused_content_in_the_middle(
+    smtp_server: Callable[..., SMTPServer],
+) -> None:
+    # The 554 for the second message comes after the third one's commands
+    # went out: it is paired with the second all the same.
+    server = smtp_server(handler=_PipeliningHandler(refuse_content=b"m1"))
+
+    async def main() -> list[Any]:
+        async with smtpc.AsyncSMTP(server.host, server.port) as client:
+            return await client.deliver_many(_batch(4))
+
+    results = asyncio.run(main())
+    assert [r.delivered for r in results] == [True, False, True, True]
+    assert [r.final.code for r in results] == [250, 554, 250, 250]
+    assert results[1].accepted == []
+    stored = [e.original_content for e in server.envelopes]
+    assert stored == [b"m0\r\n", b"m2\r\n", b"m3\r\n"]
+
+
+def test_deliver_many_raises_when_a_421_ends_the_batch(scripted_server: Any) -> None:
+    server = scripted_server(
+        GREETING,
+        _ehlo(b"HELP"),
+        OK,
+        OK,
+        GO,
+        OK,  # the first message
+        OK,
+        OK,
+        GO,
+        b"421 4.3.2 closing\r\n",  # the second
+    )
+
+    async def main() -> Any:
+        client = smtpc.AsyncSMTP(server.host, server.port)
+        await client.connect()
+        with pytest.raises(smtpc.SMTPServerDisconnected, match="after 2 messages"):
+            await client.deliver_many(_batch(5))
+        return client
+
+    client = asyncio.run(main())
+    assert [r.delivered for r in client.last_results] == [True, False]
+    assert client.last_results[1].final.code == 421
+    assert not client.is_connected
+
+
+def test_deliver_many_reports_a_message_accepted_before_the_session_ends(
+    scripted_server: Any,
+) -> None:
+    server = scripted_server(
+        GREETING,
+        _ehlo(b"PIPELINING"),
+        OK,
+        OK,
+        GO,  # the first group
+        OK,  # the first message's final reply, read behind the second group
+        OK,
+        b"421 4.3.2 closing\r\n",  # the second MAIL and RCPT
+    )
+
+    async def main() -> Any:
+        client = smtpc.AsyncSMTP(server.host, server.port)
+        await client.connect()
+        with pytest.raises(smtpc.SMTPServerDisconnected):
+            await client.deliver_many(_batch(3))
+        return client
+
+    client = asyncio.run(main())
+    first, second = client.last_results
+    assert first.delivered and first.final.code == 250
+    assert second.recipients[0].reply.code == 421
+    assert not second.delivered
+
+
+def test_deliver_many_reports_every_message_when_the_connection_drops(
+    scripted_server: Any,
+) -> None:
+    # The server closes the connection after the second message's content,
+    # without a reply: the first is delivered, the second reported without
+    # a final reply, and the third, whose commands went with that content,
+    # with the session lost; nothing after it was taken.
+    server = scripted_server(
+        GREETING,
+        _ehlo(b"PIPELINING"),
+        OK,
+        OK,
+        GO,  # the first group
+        OK,  # the first message
+        OK,
+        OK,
+        GO,  # the second group
+        None,  # the second message's content: the connection drops
+    )
+    taken: list[int] = []
+
+    def messages() -> Iterator[tuple[str, list[str], bytes]]:
+        for i, message in enumerate(_batch(5)):
+            taken.append(i)
+            yield message
+
+    async def main() -> Any:
+        client = smtpc.AsyncSMTP(server.host, server.port)
+        await client.connect()
+        with pytest.raises(smtpc.SMTPServerDisconnected) as info:
+            await client.deliver_many(messages())
+        return client, info.value
+
+    client, error = asyncio.run(main())
+    first, second, third = client.last_results
+    assert taken == [0, 1, 2]
+    assert first.delivered and first.final.code == 250
+    assert second.data.code == 354 and second.final is None
+    assert not second.delivered and second.error is error
+    assert third.mail is None and not third.delivered
+    assert error.result is third
+    assert not client.is_connected
+
+
+def test_deliver_many_reports_the_message_before_a_broken_source(
+    scripted_server: Any,
+) -> None:
+    server = scripted_server(
+        GREETING, _ehlo(b"PIPELINING"), OK, OK, GO, OK, OK, OK, GO, None
+    )
+
+    def broken() -> Iterator[bytes]:
+        yield b"Subject: x\r\n\r\nfirst\r\n"
+        raise RuntimeError("the source broke")
+
+    messages = [(SENDER, [RECIPIENT], b"one\r\n"), (SENDER, [RECIPIENT], broken())]
+
+    async def main() -> Any:
+        client = smtpc.AsyncSMTP(server.host, server.port)
+        await client.connect()
+        with pytest.raises(RuntimeError, match="the source broke"):
+            await client.deliver_many(messages)
+        return client
+
+    client = asyncio.run(main())
+    # The first message's final reply came before the second's content
+    # broke; SMTP cannot abandon content, so the session is closed.
+    [first] = client.last_results
+    assert first.delivered and first.final.code == 250
+    assert not client.is_connected
+
+
+@pytest.mark.parametrize("pipelining", [False, True], ids=["plain", "pipelining"])
+def test_deliver_many_bad_address_in_the_middle(
+    smtp_server: Callable[..., SMTPServer], pipelining: bool
+) -> None:
+    smtpd = smtp_server(handler=_PipeliningHandler() if pipelining else None)
+    messages = [
+        (SENDER, ["a@example.org"], b"one\r\n"),
+        (SENDER, ["bad\r\naddress@example.org"], b"two\r\n"),
+        (SENDER, ["c@example.org"], b"three\r\n"),
+    ]
+
+    async def main() -> tuple[Any, Any]:
+        async with smtpc.AsyncSMTP(smtpd.host, smtpd.port) as client:
+            with pytest.raises(ValueError):
+                await client.deliver_many(messages)
+            done = client.last_results
+            # Nothing of the bad message was sent: the session goes on.
+            after = await client.deliver_many(messages[2:])
+            return done, after
+
+    done, after = asyncio.run(main())
+    assert [r.delivered for r in done] == [True]
+    assert [r.delivered for r in after] == [True]
+    stored = [e.original_content for e in smtpd.envelopes]
+    assert stored == [b"one\r\n", b"three\r\n"]
+
+
+def test_deliver_many_of_nothing(smtpd: SMTPServer) -> None:
+    async def main() -> list[Any]:
+        async with smtpc.AsyncSMTP(smtpd.host, smtpd.port) as client:
+            return await client.deliver_many([])
+
+    assert asyncio.run(main()) == []
+    assert smtpd.envelopes == []
+
+
+def test_deliver_many_times_out_on_a_silent_server(scripted_server: Any) -> None:
+    # MAIL, RCPT and DATA get no reply.
+    server = scripted_server(GREETING, _ehlo(b"PIPELINING"), b"", b"", b"")
+
+    async def main() -> Any:
+        client = smtpc.AsyncSMTP(server.host, server.port, timeout=0.3)
+        await client.connect()
+        with pytest.raises(smtpc.SMTPTimeoutError):
+            await client.deliver_many(_batch(2))
+        return client
+
+    client = asyncio.run(main())
+    assert not client.is_connected
+    [first] = client.last_results
+    assert first.mail is None and not first.delivered
+    assert isinstance(first.error, smtpc.SMTPTimeoutError)

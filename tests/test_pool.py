@@ -12,13 +12,14 @@ import collections
 import concurrent.futures
 import io
 import re
+import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from servers import RecordingHandler, SMTPServer
+from servers import RecordingHandler, SMTPServer, TurnCounter
 
 import smtpc
 from smtpc.pool import BulkMessage, BulkSender, MessageResult, Outcome, Pool
@@ -39,11 +40,15 @@ class FlakyHandler(RecordingHandler):
     ``defer_data``: message ids whose content gets one 451 first.
     ``drop_data``: message ids whose first content is answered by closing
     the connection without a reply.
+    ``refuse_data``: message ids whose content gets 554.
+    ``pipelining``: offer PIPELINING (aiosmtpd does not by default).
     """
 
     defer_rcpt: dict[str, int] = field(default_factory=dict)
     defer_data: set[str] = field(default_factory=set)
     drop_data: set[str] = field(default_factory=set)
+    refuse_data: set[str] = field(default_factory=set)
+    pipelining: bool = False
     sessions: int = 0
     noops: int = 0
     active: int = 0
@@ -59,7 +64,12 @@ class FlakyHandler(RecordingHandler):
         responses: list[str],
     ) -> list[str]:
         self.sessions += 1
-        return await super().handle_EHLO(server, session, envelope, hostname, responses)
+        lines = await super().handle_EHLO(
+            server, session, envelope, hostname, responses
+        )
+        if self.pipelining:
+            lines = [*lines[:-1], "250-PIPELINING", lines[-1]]
+        return lines
 
     async def handle_NOOP(
         self, server: Any, session: Any, envelope: Any, arg: str
@@ -85,6 +95,8 @@ class FlakyHandler(RecordingHandler):
         if message_id in self.defer_data:
             self.defer_data.discard(message_id)
             return "451 4.3.0 Try the message content again"
+        if message_id in self.refuse_data:
+            return "554 5.6.0 Message content refused"
         return await super().handle_DATA(server, session, envelope)
 
     def delivered(self) -> collections.Counter[tuple[str, str]]:
@@ -116,12 +128,14 @@ async def collect(
     *,
     size: int = 3,
     max_attempts: int = 3,
+    batch_size: int | None = None,
     **pool_options: Any,
 ) -> list[MessageResult]:
     async with Pool(
         server.host, server.port, size=size, timeout=5, **pool_options
     ) as pool:
-        sender = BulkSender(pool, max_attempts=max_attempts, backoff=0.01)
+        options = {} if batch_size is None else {"batch_size": batch_size}
+        sender = BulkSender(pool, max_attempts=max_attempts, backoff=0.01, **options)
         return [result async for result in sender.send(messages)]
 
 
@@ -349,7 +363,6 @@ def test_pool_with_starttls_and_auth(
 
 
 def test_unreachable_server_defers_every_recipient() -> None:
-    import socket
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -479,7 +492,7 @@ def test_background_sender_from_threads(flaky: Any) -> None:
 
 
 @dataclass
-class StallingHandler(RecordingHandler):
+class StallingHandler(FlakyHandler):
     """Takes 5 seconds to answer the message content."""
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
@@ -510,3 +523,244 @@ def test_stop_now_abandons_transactions_under_way(
         [recipient] = result.recipients
         assert recipient.outcome is Outcome.DEFERRED
         assert recipient.error in ("stopped during the transaction", "stopped")
+
+
+# --- pipelined batches ----------------------------------------------------------
+
+
+class TurnRelay(TurnCounter):
+    """A round-trip counter in front of a recording server."""
+
+    def __init__(self, server: SMTPServer) -> None:
+        super().__init__((server.host, server.port))
+        self.handler = server.handler
+
+
+@pytest.fixture
+def relay() -> Iterator[Callable[[SMTPServer], TurnRelay]]:
+    started: list[TurnRelay] = []
+
+    def start(server: SMTPServer) -> TurnRelay:
+        started.append(TurnRelay(server))
+        return started[-1]
+
+    yield start
+    for r in started:
+        r.close()
+
+
+def _turns(relay: TurnRelay, count: int, **options: Any) -> list[MessageResult]:
+    messages = [
+        (SENDER, f"r{i}@example.org", content(f"t{i}"), f"t{i}") for i in range(count)
+    ]
+    return asyncio.run(collect(relay, messages, size=1, **options))  # type: ignore[arg-type]
+
+
+def test_batches_take_one_round_trip_a_message(flaky: Any, relay: Any) -> None:
+    # One session: with batches, each message's end of content goes with the
+    # next message's commands; one at a time, each message waits twice.
+    batched = relay(flaky(pipelining=True))
+    results = _turns(batched, 40)
+    assert all(r.delivered for r in results)
+    single = relay(flaky(pipelining=True))
+    results = _turns(single, 40, batch_size=1)
+    assert all(r.delivered for r in results)
+    # Greeting, EHLO and QUIT add a few round trips to each.
+    assert batched.sessions == single.sessions == 1
+    assert 40 <= batched.turns <= 40 * 1.15 + 4
+    assert single.turns >= 80
+    assert len(batched.handler.envelopes) == len(single.handler.envelopes) == 40
+
+
+def test_batches_need_pipelining(flaky: Any, relay: Any) -> None:
+    # Without PIPELINING a batch saves nothing: every command waits.
+    plain = relay(flaky())
+    results = _turns(plain, 20)
+    assert all(r.delivered for r in results)
+    assert plain.turns >= 4 * 20
+
+
+def test_a_batch_respects_max_messages(flaky: Any, relay: Any) -> None:
+    counted = relay(flaky(pipelining=True))
+    results = _turns(counted, 25, max_messages=10, batch_size=4)
+    assert all(r.delivered for r in results)
+    assert counted.sessions == counted.handler.sessions == 3
+
+
+def _ids(count: int) -> list[str]:
+    return [f"b{i}" for i in range(count)]
+
+
+def _batch_of(count: int, to: str = "ok@example.org") -> list[BulkMessage]:
+    return [BulkMessage(SENDER, [to], content(i), i) for i in _ids(count)]
+
+
+def test_refused_content_in_a_batch_hits_that_message_only(flaky: Any) -> None:
+    server = flaky(pipelining=True, refuse_data={"b4"})
+    results = asyncio.run(collect(server, _batch_of(12), size=1))
+    by_id = {r.id: r for r in results}
+    assert by_id["b4"].refused == ["ok@example.org"]
+    assert by_id["b4"].recipients[0].reply.code == 554
+    assert by_id["b4"].attempts == 1
+    for i in _ids(12):
+        if i != "b4":
+            assert by_id[i].delivered == ["ok@example.org"] and by_id[i].attempts == 1
+    assert server.handler.sessions == 1
+    assert set(server.handler.delivered().values()) == {1}
+    assert len(server.envelopes) == 11
+
+
+def test_deferred_content_in_a_batch_is_retried_alone(flaky: Any) -> None:
+    server = flaky(pipelining=True, defer_data={"b3", "b7"})
+    results = asyncio.run(collect(server, _batch_of(12), size=2))
+    by_id = {r.id: r for r in results}
+    assert {i for i, r in by_id.items() if r.attempts == 2} == {"b3", "b7"}
+    assert all(r.delivered == ["ok@example.org"] for r in results)
+    assert len(outcomes(results)) == 12
+    delivered = server.handler.delivered()
+    assert set(delivered.values()) == {1}
+    assert set(delivered) == {(i, "ok@example.org") for i in _ids(12)}
+
+
+def test_a_lost_session_in_a_batch_loses_nothing(flaky: Any) -> None:
+    # The server drops the connection at b5's end of content. b5 has no
+    # final reply, and the next message's commands, sent with that end,
+    # no reply at all: both are sent again in a new session, and every
+    # other message is not.
+    server = flaky(pipelining=True, drop_data={"b5"})
+    results = asyncio.run(collect(server, _batch_of(12), size=1))
+    by_id = {r.id: r for r in results}
+    assert len(results) == 12
+    assert all(r.delivered == ["ok@example.org"] for r in results)
+    again = {i for i, r in by_id.items() if r.attempts == 2}
+    assert "b5" in again and again <= {"b5", "b6"}
+    assert all(r.attempts == 1 for i, r in by_id.items() if i not in again)
+    assert server.handler.sessions == 2
+    delivered = server.handler.delivered()
+    assert set(delivered.values()) == {1}
+    assert set(delivered) == {(i, "ok@example.org") for i in _ids(12)}
+
+
+def test_a_lost_session_with_no_retry_left_is_deferred(flaky: Any) -> None:
+    server = flaky(pipelining=True, drop_data={"b2"})
+    results = asyncio.run(collect(server, _batch_of(6), size=1, max_attempts=1))
+    by_id = {r.id: r for r in results}
+    assert by_id["b2"].deferred == ["ok@example.org"]
+    assert "closed" in (by_id["b2"].recipients[0].error or "")
+    hit = {i for i, r in by_id.items() if r.deferred}
+    assert "b2" in hit and hit <= {"b2", "b3"}
+    stored = {_message_id(e.original_content) for e in server.envelopes}
+    assert stored == set(_ids(6)) - hit
+
+
+def test_bad_messages_in_a_batch_fail_alone(flaky: Any, tmp_path: Any) -> None:
+    server = flaky(pipelining=True)
+    messages = _batch_of(6)
+    messages[1] = BulkMessage(SENDER, ["bad\r\nx@example.org"], content("b1"), "b1")
+    messages[3] = BulkMessage(SENDER, ["c@example.org"], tmp_path / "gone.eml", "b3")
+    results = asyncio.run(collect(server, messages, size=1))
+    by_id = {r.id: r for r in results}
+    assert "ValueError" in (by_id["b1"].recipients[0].error or "")
+    assert "FileNotFoundError" in (by_id["b3"].recipients[0].error or "")
+    assert by_id["b1"].attempts == by_id["b3"].attempts == 1
+    assert {i for i, r in by_id.items() if r.delivered} == {"b0", "b2", "b4", "b5"}
+    assert server.handler.sessions == 1
+
+
+def test_a_broken_source_in_a_batch_ends_its_session_only(flaky: Any) -> None:
+    server = flaky(pipelining=True)
+
+    def broken() -> Iterator[bytes]:
+        yield b"Message-ID: <b2>\r\nSubject: x\r\n\r\nfirst\r\n"
+        raise RuntimeError("the source broke")
+
+    messages = _batch_of(6)
+    messages[2] = BulkMessage(SENDER, ["ok@example.org"], broken(), "b2")
+    results = asyncio.run(collect(server, messages, size=1))
+    by_id = {r.id: r for r in results}
+    assert by_id["b2"].refused == ["ok@example.org"]
+    assert "RuntimeError" in (by_id["b2"].recipients[0].error or "")
+    assert {i for i, r in by_id.items() if r.delivered} == set(_ids(6)) - {"b2"}
+    assert all(r.attempts == 1 for r in results)
+    # SMTP cannot abandon content: that session is closed, a new one opened.
+    assert server.handler.sessions == 2
+    assert set(server.handler.delivered().values()) == {1}
+
+
+def test_envelope_parameters_go_one_at_a_time(flaky: Any) -> None:
+    server = flaky(pipelining=True)
+    messages = _batch_of(5)
+    messages[2].mail_options = ["BODY=8BITMIME"]
+    results = asyncio.run(collect(server, messages, size=1))
+    assert all(r.delivered for r in results)
+    options = {
+        _message_id(e.original_content): e.mail_options for e in server.envelopes
+    }
+    assert "BODY=8BITMIME" in options["b2"]
+    assert all("BODY=8BITMIME" not in options[i] for i in _ids(5) if i != "b2")
+
+
+def test_reads_at_most_three_times_the_pool_size_ahead_with_pipelining(
+    flaky: Any,
+) -> None:
+    server = flaky(pipelining=True)
+    read = 0
+
+    def messages() -> Iterator[tuple[Any, ...]]:
+        nonlocal read
+        for i in range(60):
+            read += 1
+            yield (SENDER, f"r{i}@example.org", content(f"w{i}"), f"w{i}")
+
+    async def main() -> int:
+        ahead = taken = 0
+        async with Pool(server.host, server.port, size=2) as pool:
+            async for _ in BulkSender(pool).send(messages()):
+                taken += 1
+                ahead = max(ahead, read - taken)
+                await asyncio.sleep(0.002)  # a slow consumer
+        return ahead
+
+    assert asyncio.run(main()) <= 3 * 2 + 1
+    assert len(server.envelopes) == 60
+
+
+def test_stop_now_abandons_a_batch(smtp_server: Callable[..., SMTPServer]) -> None:
+    server = smtp_server(handler=StallingHandler(pipelining=True))
+
+    async def main() -> tuple[list[MessageResult], float]:
+        started = asyncio.get_running_loop().time()
+        async with Pool(server.host, server.port, size=1, timeout=10) as pool:
+            sender = BulkSender(pool)
+            asyncio.get_running_loop().call_later(0.3, lambda: sender.stop(now=True))
+            got = [r async for r in sender.send(_batch_of(8))]
+        return got, asyncio.get_running_loop().time() - started
+
+    results, elapsed = asyncio.run(main())
+    assert elapsed < 3
+    assert 1 <= len(results) <= 3
+    for result in results:
+        [recipient] = result.recipients
+        assert recipient.outcome is Outcome.DEFERRED
+        assert recipient.error in ("stopped during the transaction", "stopped")
+    assert server.envelopes == []
+
+
+def test_send_one_from_many_tasks_shares_batches(flaky: Any, relay: Any) -> None:
+    counted = relay(flaky(pipelining=True))
+
+    async def main() -> list[MessageResult]:
+        async with Pool(counted.host, counted.port, size=1) as pool:
+            sender = BulkSender(pool)
+            return await asyncio.gather(*(sender.send_one(m) for m in _batch_of(20)))
+
+    results = asyncio.run(main())
+    assert [r.id for r in results] == _ids(20)
+    assert all(r.delivered for r in results)
+    assert counted.turns <= 20 * 1.15 + 4
+
+
+def test_bulk_sender_refuses_bad_batch_size() -> None:
+    pool = Pool("127.0.0.1")
+    with pytest.raises(ValueError):
+        BulkSender(pool, batch_size=0)

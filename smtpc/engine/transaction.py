@@ -361,13 +361,14 @@ def run_many(
                     result.error = error
                 raise error
     finally:
-        if (
-            pending is not None
-            and pending.final is None
-            and (session.state is not State.CLOSED)
-        ):
-            yield from finish_pending(session, pending)
-            done(pending)
+        if pending is not None:
+            if pending.final is None and session.state is not State.CLOSED:
+                yield from finish_pending(session, pending)
+                done(pending)
+            elif pending.final is not None:
+                # Its final reply came before the next message failed (a
+                # source that broke, a bad address): it is reported too.
+                done(pending)
     return None
 
 
