@@ -787,9 +787,12 @@ class SMTP(operations.ClientState):
         keyfile: str | None = None,
         certfile: str | None = None,
         context: ssl.SSLContext | None = None,
+        *,
+        server_hostname: str | None = None,
     ) -> tuple[int, bytes]:
         """STARTTLS (RFC 3207) with asyncio's ``start_tls``; the engine then
-        forgets what EHLO said, as the RFC asks.
+        forgets what EHLO said, as the RFC asks. The certificate is checked
+        against the host given to :meth:`connect`, or ``server_hostname``.
 
         Raises:
             SMTPNotSupportedError: the server does not offer STARTTLS.
@@ -800,6 +803,8 @@ class SMTP(operations.ClientState):
         if not self.has_extn("starttls"):
             raise SMTPNotSupportedError("STARTTLS extension not supported by server.")
         self._starttls_context = operations.tls_context(context, keyfile, certfile)
+        if server_hostname is not None:
+            self._host = server_hostname
         reply: Reply = await self._run(self._session.starttls())
         if reply.code != ReplyCode.SERVICE_READY:
             raise SMTPResponseException(reply.code, reply.message, reply)

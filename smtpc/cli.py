@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--direct",
         action="store_true",
         help="deliver straight to each recipient domain's MX hosts "
-        "(needs smtpc[dns]); no TLS, no AUTH",
+        "(needs smtpc[dns]); no AUTH, TLS as --direct-tls says",
     )
     send.add_argument(
         "--dns-server",
@@ -117,6 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=25,
         metavar="PORT",
         help="with --direct: the MX hosts' SMTP port (default 25)",
+    )
+    send.add_argument(
+        "--direct-tls",
+        choices=("may", "encrypt", "verify", "none"),
+        help="with --direct: STARTTLS when offered, unverified (may, the "
+        "default); required, unverified (encrypt); required, the certificate "
+        "checked against the MX host name, --cafile trusted too (verify); "
+        "never (none)",
     )
     add_session_options(send)
     send.add_argument(
@@ -266,6 +274,8 @@ def _send(args: argparse.Namespace) -> int:
     from . import SMTPException
 
     try:
+        if args.direct_tls and not args.direct:
+            raise ValueError("--direct-tls goes with --direct")
         if not args.messages:
             if args.direct:
                 raise ValueError("--direct sends message files only")
@@ -547,13 +557,23 @@ def _send_composed(args: argparse.Namespace, host: str, port: int) -> int:
 def _send_direct(args: argparse.Namespace) -> int:
     from .routing import MXResolver, Router, Status
 
-    if args.user or args.tls != "none":
-        raise ValueError("--direct sends without TLS or AUTH")
+    if args.user or args.tls != "none" or args.insecure:
+        raise ValueError("--direct sends without AUTH; --direct-tls sets its TLS")
+    policy = args.direct_tls or "may"
+    if args.cafile and policy != "verify":
+        raise ValueError("--cafile with --direct needs --direct-tls verify")
+    context = _tls_context(args) if args.cafile else None
     nameserver, dns_port = None, 53
     if args.dns_server:
         nameserver, dns_port = split_server(args.dns_server, 53)
     resolver = MXResolver(nameserver, nameserver_port=dns_port)
-    router = Router(resolver, port=args.smtp_port, timeout=args.timeout)
+    router = Router(
+        resolver,
+        port=args.smtp_port,
+        timeout=args.timeout,
+        tls=policy,
+        tls_context=context,
+    )
     status = 0
     messages = [(name, *_message(args, name)) for name in args.messages]
     for name, from_addr, to_addrs, content in messages:
@@ -567,10 +587,14 @@ def _send_direct(args: argparse.Namespace) -> int:
             if route.error is not None:
                 outcome = str(route.error)
             elif host is not None:
-                outcome = f"via {host.host} [{host.address}]:{host.port}: {reply}"
+                how = f"with {host.tls}" if host.tls else "in clear text"
+                where = f"{host.host} [{host.address}]:{host.port}"
+                outcome = f"via {where} {how}: {reply}"
             else:
                 outcome = "no host took the message"
             print(f"  {address}: {route.status.value} {outcome}")
+            if host is not None and host.tls_fallback:
+                print(f"    clear text: {host.tls_fallback}")
             for attempt in route.skipped:
                 print(
                     f"    skipped {attempt.host} [{attempt.address}]: {attempt.reason}"

@@ -601,11 +601,15 @@ class SMTP(operations.ClientState):
         keyfile: str | None = None,
         certfile: str | None = None,
         context: ssl.SSLContext | None = None,
+        *,
+        server_hostname: str | None = None,
     ) -> tuple[int, bytes]:
         """STARTTLS (RFC 3207), then forget what EHLO said, as the RFC asks.
 
         The server's certificate and host name are verified unless
-        ``context`` says otherwise.
+        ``context`` says otherwise. The name checked (and sent for SNI) is
+        the host given to :meth:`connect`, or ``server_hostname``: a mail
+        exchanger reached by its address is checked against its MX name.
 
         Raises:
             SMTPNotSupportedError: the server does not offer STARTTLS.
@@ -616,6 +620,8 @@ class SMTP(operations.ClientState):
         if not self.has_extn("starttls"):
             raise SMTPNotSupportedError("STARTTLS extension not supported by server.")
         self._tls_context = operations.tls_context(context, keyfile, certfile)
+        if server_hostname is not None:
+            self._host = server_hostname
         reply: Reply = self._run(self._session.starttls())
         if reply.code != ReplyCode.SERVICE_READY:
             raise SMTPResponseException(reply.code, reply.message, reply)

@@ -29,8 +29,16 @@ Policy choices where the RFCs leave room:
   also moves that recipient to the next host; a 2xx or 5xx reply is final.
 - When every host was skipped, the recipient is *deferred*: a temporary
   failure that the caller may retry later (RFC 5321 §4.5.4.1).
-- No STARTTLS: sessions to mail exchangers are in clear text. Callers that
-  need TLS relay through a smarthost with :class:`smtpc.SMTP` instead.
+- TLS follows a policy, as a mail transfer agent's does (RFC 3207, RFC
+  7435). ``"may"``, the default, is opportunistic: STARTTLS when the host
+  offers it, with a context that encrypts but does not verify, since an
+  MX certificate cannot be authenticated without DANE or MTA-STS; clear
+  text when it is not offered or is refused; and when the handshake fails,
+  the session is lost, so the host is reconnected and the message sent in
+  clear text. ``"encrypt"`` requires STARTTLS and ``"verify"`` also a
+  certificate valid for the MX host name found in the DNS; a host that
+  cannot give them is skipped. ``"none"`` never sends STARTTLS. Each
+  :class:`Attempt` tells whether its session was TLS.
 - The local host is skipped only when the caller names it
   (``local_hosts``): an MX that names one of them, and every MX of equal or
   higher preference, is discarded, as RFC 5321 §5.1 asks of a relay.
@@ -65,11 +73,15 @@ from .errors import (
 from .sources import is_reusable
 
 if TYPE_CHECKING:
+    import ssl
+
     from .client import SMTP
 
 log = logging.getLogger("smtpc.routing")
 
 DNS_EXTRA_HINT = "direct delivery needs dnspython: pip install 'smtpc[dns]'"
+# The TLS policies of Router, after the levels mail transfer agents offer.
+TLS_POLICIES = ("may", "encrypt", "verify", "none")
 # Content held in memory before a one-pass message is spooled to disk.
 _SPOOL_MEMORY = 1024 * 1024
 
@@ -456,6 +468,11 @@ class Attempt:
         reply: the reply behind ``reason``, when there was one.
         error: the exception behind ``reason``, when there was one.
         result: the mail transaction, when one was started.
+        tls: the TLS protocol version of the session (``"TLSv1.3"``), or
+            None when it was in clear text.
+        tls_fallback: under the ``"may"`` policy, why the session was in
+            clear text though STARTTLS was tried: STARTTLS was refused, or
+            the handshake failed and the host was reconnected.
     """
 
     host: str
@@ -466,6 +483,8 @@ class Attempt:
     reply: Reply | None = None
     error: BaseException | None = None
     result: TransactionResult | None = None
+    tls: str | None = None
+    tls_fallback: str | None = None
 
 
 @dataclass(slots=True)
@@ -570,9 +589,27 @@ class Router:
         client_factory: makes the unconnected client for each session
             (default :class:`smtpc.SMTP`); the keywords it gets are
             ``timeout`` and ``local_hostname``.
+        tls: the TLS policy, one of :data:`TLS_POLICIES`:
+
+            - ``"may"`` (default): STARTTLS when the host offers it, without
+              verifying its certificate; clear text when it is not offered
+              or is refused; when the handshake fails, the host is
+              reconnected and the message sent in clear text.
+            - ``"encrypt"``: STARTTLS is required, the certificate is not
+              verified; a host without it is skipped.
+            - ``"verify"``: STARTTLS is required and the certificate must be
+              valid for the MX host name found in the DNS (the address, for
+              an address literal); a host failing either is skipped.
+            - ``"none"``: clear text; STARTTLS is never sent.
+        tls_context: the context for STARTTLS. The default encrypts without
+            verifying for ``"may"`` and ``"encrypt"``, and verifies against
+            the system's trusted certificates for ``"verify"``.
 
     Raises:
-        ValueError: a bad port, timeout or ``max_attempts``.
+        ValueError: a bad port, timeout, ``max_attempts`` or ``tls``; a
+            ``tls_context`` with ``tls="none"``, or one that does not verify
+            certificates and host names with ``tls="verify"``.
+        TypeError: ``tls_context`` is not an ``ssl.SSLContext``.
     """
 
     def __init__(
@@ -584,6 +621,8 @@ class Router:
         local_hostname: str | None = None,
         max_attempts: int | None = None,
         client_factory: Callable[..., SMTP] | None = None,
+        tls: str = "may",
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
         if not 0 < port < 65536:
             raise ValueError(f"bad port {port!r}")
@@ -591,12 +630,19 @@ class Router:
             raise ValueError("timeout must be positive")
         if max_attempts is not None and max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        if not isinstance(tls, str) or tls not in TLS_POLICIES:
+            raise ValueError(f"tls must be one of {', '.join(TLS_POLICIES)}: {tls!r}")
+        if tls_context is not None:
+            _check_context(tls, tls_context)
         self._resolver = resolver
         self.port = port
         self.timeout = timeout
         self.local_hostname = local_hostname
         self.max_attempts = max_attempts
         self.client_factory = client_factory
+        self.tls = tls
+        self.tls_context = tls_context
+        self._default_context: ssl.SSLContext | None = None
 
     @property
     def resolver(self) -> MXResolver:
@@ -697,7 +743,43 @@ class Router:
         mail_options: Sequence[str],
         rcpt_options: Sequence[str],
     ) -> dict[str, Attempt]:
-        """One session with one host for these forward-paths."""
+        """One host for these forward-paths: one session, or two when the
+        TLS handshake fails under the "may" policy."""
+        args = (candidate, paths, from_addr, replay, mail_options, rcpt_options)
+        try:
+            return self._session(*args, starttls=self.tls != "none")
+        except _Reconnect as reconnect:
+            # The failed handshake left nothing to speak SMTP on; RFC 7435
+            # prefers clear text to no delivery, and STARTTLS would only
+            # fail again.
+            log.warning(
+                "%s [%s]:%d: %s; reconnecting in clear text",
+                candidate.host,
+                candidate.address,
+                self.port,
+                reconnect.reason,
+            )
+            fallback = f"{reconnect.reason}; retried on a new clear-text session"
+            return self._session(*args, starttls=False, fallback=fallback)
+
+    def _session(
+        self,
+        candidate: Candidate,
+        paths: list[_Path],
+        from_addr: str,
+        replay: _Replay,
+        mail_options: Sequence[str],
+        rcpt_options: Sequence[str],
+        *,
+        starttls: bool,
+        fallback: str | None = None,
+    ) -> dict[str, Attempt]:
+        """One session with one host for these forward-paths.
+
+        Raises:
+            _Reconnect: under "may", the TLS handshake failed.
+        """
+        tls: str | None = None
 
         def everyone(final: bool, reason: str, **info: Any) -> dict[str, Attempt]:
             return {
@@ -707,6 +789,8 @@ class Router:
                     self.port,
                     final,
                     reason,
+                    tls=tls,
+                    tls_fallback=fallback,
                     **info,
                 )
                 for p in paths
@@ -722,18 +806,19 @@ class Router:
             if code != ReplyCode.SERVICE_READY:
                 reply = client.last_reply
                 return everyone(False, f"greeting {_show(reply, code)}", reply=reply)
-            # 2. EHLO, or HELO: refused, the host cannot take mail from us.
             try:
-                client.ehlo_or_helo_if_needed()
-            except OSError as exc:
-                # After a 421 the session is closed and the error is about
-                # that; the reply says more.
-                reply = _reply_of(exc) or client.last_reply
-                why = _describe(exc)
-                if reply is not None and reply.code >= 400:
-                    why = _show(reply, reply.code)
-                return everyone(False, f"EHLO: {why}", reply=reply, error=exc)
-            # 3. The mail transaction: per forward-path, 2xx or 5xx is final.
+                # 2. EHLO, or HELO: refused, the host cannot take mail from us.
+                _hello(client, "EHLO")
+                # 3. STARTTLS as the policy asks, then EHLO again: what the
+                # host said before TLS is forgotten (RFC 3207 §4.2).
+                if starttls:
+                    tls, note = self._starttls(client, candidate)
+                    fallback = fallback or note
+                    if tls is not None:
+                        _hello(client, "EHLO after STARTTLS")
+            except _Skip as skip:
+                return everyone(False, skip.reason, reply=skip.reply, error=skip.error)
+            # 4. The mail transaction: per forward-path, 2xx or 5xx is final.
             try:
                 transaction = client.deliver(
                     from_addr,
@@ -752,13 +837,83 @@ class Router:
                 partial = getattr(exc, "result", None)
                 if partial is None:
                     return everyone(False, _describe(exc), error=exc)
-                return self._judge(candidate, paths, partial, exc)
+                return self._judge(candidate, paths, partial, exc, tls, fallback)
             except OSError as exc:
                 # A malformed reply, or a transport error: nothing to trust.
                 return everyone(False, _describe(exc), error=exc)
-            return self._judge(candidate, paths, transaction, None)
+            return self._judge(candidate, paths, transaction, None, tls, fallback)
         finally:
             _quit(client)
+
+    def _starttls(
+        self, client: SMTP, candidate: Candidate
+    ) -> tuple[str | None, str | None]:
+        """STARTTLS under the policy.
+
+        Returns:
+            ``(version, None)`` once the session is TLS; ``(None, None)``
+            when "may" goes on in clear text because STARTTLS is not
+            offered, ``(None, why)`` because it was refused.
+
+        Raises:
+            _Skip: the host cannot give what the policy requires, or closed
+                the session with 421.
+            _Reconnect: under "may", the session was lost in the handshake.
+        """
+        import ssl
+
+        required = self.tls != "may"
+        if not client.has_extn("starttls"):
+            if required:
+                raise _Skip("STARTTLS not offered")
+            return None, None
+        # The certificate is checked against the MX host name found in the
+        # DNS, not the address connected to. A literal has no name: its
+        # address is checked.
+        literal = candidate.host.startswith("[")
+        name = candidate.address if literal else candidate.host
+        try:
+            client.starttls(context=self._context(), server_hostname=name)
+        except OSError as exc:
+            reply = _reply_of(exc)
+            if reply is not None and reply.code == ReplyCode.SERVICE_NOT_AVAILABLE:
+                raise _Skip(f"STARTTLS: {_show(reply, reply.code)}", reply) from exc
+            if client.sock is not None and reply is not None:
+                # A refusal such as 454 leaves the session as it was.
+                why = f"STARTTLS refused: {_show(reply, reply.code)}"
+                if required:
+                    raise _Skip(why, reply) from exc
+                return None, f"{why}; went on in clear text"
+            # The session is lost: in the handshake, once the host said 220.
+            last = client.last_reply
+            agreed = last is not None and last.code == ReplyCode.SERVICE_READY
+            what = "TLS handshake failed" if agreed else "STARTTLS"
+            why = f"{what}: {_describe(exc)}"
+            if required:
+                raise _Skip(why, reply, exc) from exc
+            raise _Reconnect(why) from exc
+        sock = client.sock
+        version = sock.version() if isinstance(sock, ssl.SSLSocket) else None
+        log.debug(
+            "%s [%s]:%d: STARTTLS, %s",
+            candidate.host,
+            candidate.address,
+            self.port,
+            version,
+        )
+        return version or "TLS", None
+
+    def _context(self) -> ssl.SSLContext:
+        if self.tls_context is not None:
+            return self.tls_context
+        if self._default_context is None:
+            from . import tls
+
+            verify = self.tls == "verify"
+            self._default_context = (
+                tls.default_context() if verify else tls.unverified_context()
+            )
+        return self._default_context
 
     def _client(self) -> SMTP:
         factory = self.client_factory
@@ -774,6 +929,8 @@ class Router:
         paths: list[_Path],
         result: TransactionResult,
         error: SMTPException | None,
+        tls: str | None,
+        fallback: str | None,
     ) -> dict[str, Attempt]:
         """Each forward-path's attempt, from the replies of one transaction."""
         attempts: dict[str, Attempt] = {}
@@ -803,6 +960,8 @@ class Router:
                 reply=reply,
                 error=error if reply is None else None,
                 result=result,
+                tls=tls,
+                tls_fallback=fallback,
             )
         return attempts
 
@@ -819,6 +978,8 @@ def deliver_direct(
     max_attempts: int | None = None,
     mail_options: Sequence[str] = (),
     rcpt_options: Sequence[str] = (),
+    tls: str = "may",
+    tls_context: ssl.SSLContext | None = None,
 ) -> RoutingResult:
     """Deliver one message straight to its forward-paths' mail exchangers.
 
@@ -831,8 +992,8 @@ def deliver_direct(
         A :class:`RoutingResult` keyed by forward-path.
 
     Raises:
-        ValueError, TypeError: a bad address or message, before any DNS
-            query or connection.
+        ValueError, TypeError: a bad address or message, or a bad ``tls``
+            or ``tls_context``, before any DNS query or connection.
         ImportError: a domain needs DNS and dnspython is missing.
     """
     router = Router(
@@ -841,6 +1002,8 @@ def deliver_direct(
         timeout=timeout,
         local_hostname=local_hostname,
         max_attempts=max_attempts,
+        tls=tls,
+        tls_context=tls_context,
     )
     return router.deliver(from_addr, to_addrs, msg, mail_options, rcpt_options)
 
@@ -969,6 +1132,65 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+class _Skip(Exception):
+    """The host is skipped, with this reason, before any mail transaction."""
+
+    def __init__(
+        self,
+        reason: str,
+        reply: Reply | None = None,
+        error: BaseException | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.reply = reply
+        self.error = error
+
+
+class _Reconnect(Exception):
+    """The TLS handshake failed under "may": try the host again in clear text."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _hello(client: SMTP, label: str) -> None:
+    """EHLO, or HELO.
+
+    Raises:
+        _Skip: neither was accepted, or the session was lost.
+    """
+    try:
+        client.ehlo_or_helo_if_needed()
+    except OSError as exc:
+        # After a 421 the session is closed and the error is about that;
+        # the reply says more.
+        reply = _reply_of(exc) or client.last_reply
+        why = _describe(exc)
+        if reply is not None and reply.code >= 400:
+            why = _show(reply, reply.code)
+        raise _Skip(f"{label}: {why}", reply, exc) from exc
+
+
+def _check_context(policy: str, context: Any) -> None:
+    """A caller's TLS context must fit the policy."""
+    import ssl
+
+    if not isinstance(context, ssl.SSLContext):
+        raise TypeError(
+            f"tls_context must be an ssl.SSLContext, not {type(context).__name__}"
+        )
+    if policy == "none":
+        raise ValueError("tls_context is of no use with tls='none'")
+    if policy == "verify" and (
+        context.verify_mode != ssl.CERT_REQUIRED or not context.check_hostname
+    ):
+        raise ValueError(
+            "tls='verify' needs a context that verifies certificates and host names"
+        )
+
+
 def _quit(client: SMTP) -> None:
     if client.sock is None:
         return
@@ -988,6 +1210,7 @@ __all__ = [
     "RoutingError",
     "RoutingResult",
     "Status",
+    "TLS_POLICIES",
     "deliver_direct",
     "parse_literal",
     "to_ascii",

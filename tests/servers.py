@@ -40,6 +40,7 @@ __all__ = [
     "SinkMessage",
     "SinkServer",
     "SMTPServer",
+    "TLSRecordingHandler",
     "client_tls_context",
     "scripted_server",
     "server_tls_context",
@@ -212,6 +213,53 @@ class RecordingHandler:
             return AuthResult(success=False, handled=False)
         self.logins.append(("CRAM-MD5", user))
         return AuthResult(success=True, auth_data=user)
+
+
+@dataclass
+class TLSRecordingHandler(RecordingHandler):
+    """RecordingHandler that also records how each session was secured.
+
+    ``ehlo_tls`` gets one entry per EHLO and ``envelope_tls`` one per recorded
+    envelope: the session's TLS protocol version ("TLSv1.3"), or None in clear
+    text. ``handshakes`` counts completed STARTTLS handshakes. A client that
+    sends EHLO again after STARTTLS, as RFC 3207 asks, leaves ``[None,
+    "TLSv1.3"]`` in ``ehlo_tls`` for that session.
+    """
+
+    ehlo_tls: list[str | None] = field(default_factory=list)
+    envelope_tls: list[str | None] = field(default_factory=list)
+    handshakes: int = 0
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Any,
+        envelope: Any,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        self.ehlo_tls.append(_tls_version(session))
+        return await super().handle_EHLO(server, session, envelope, hostname, responses)
+
+    async def handle_DATA(self, server: SMTP, session: Any, envelope: Any) -> str:
+        recorded = len(self.envelopes)
+        reply = await super().handle_DATA(server, session, envelope)
+        if len(self.envelopes) > recorded:
+            self.envelope_tls.append(_tls_version(session))
+        return reply
+
+    def handle_STARTTLS(self, server: SMTP, session: Any, envelope: Any) -> bool:
+        # aiosmtpd calls this hook once the handshake is done; True accepts it.
+        self.handshakes += 1
+        return True
+
+
+def _tls_version(session: Any) -> str | None:
+    """The TLS protocol version of an aiosmtpd session, None in clear text."""
+    if not session.ssl:
+        return None
+    version: str | None = session.ssl["ssl_object"].version()
+    return version
 
 
 def _refusal(rules: dict[str, str], address: str) -> str | None:

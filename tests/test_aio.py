@@ -71,6 +71,7 @@ from test_compat import (  # noqa: F401 - collected here with the client below
     test_smtpc_sendmail_binary_file,
     test_smtpc_sendmail_chunks,
     test_smtpc_sendmail_file_like_without_name,
+    test_smtpc_starttls_checks_the_name_given,
     test_smtpc_starttls_verifies_by_default,
     test_smtpc_timeout_is_also_timeout_error,
     test_source_address,

@@ -1106,6 +1106,21 @@ def test_smtpc_starttls_verifies_by_default(
     )
 
 
+def test_smtpc_starttls_checks_the_name_given(
+    smtpc: ModuleType, smtp_server: Any, client_tls_context: ssl.SSLContext
+) -> None:
+    # The certificate names localhost and 127.0.0.1, not mx.example.net.
+    server = smtp_server(starttls=True)
+    client = smtpc.SMTP(server.host, server.port)
+    with closing(client), pytest.raises(OSError):
+        client.starttls(context=client_tls_context, server_hostname="mx.example.net")
+    with smtpc.SMTP(server.host, server.port) as client:
+        reply = client.starttls(context=client_tls_context, server_hostname="localhost")
+        assert reply[0] == 220
+        assert client.sendmail(SENDER, RECIPIENT, MESSAGE) == {}
+    assert server.envelopes[-1].original_content == MESSAGE
+
+
 def test_smtpc_timeout_is_also_timeout_error(
     smtpc: ModuleType, scripted_server: Any
 ) -> None:

@@ -12,6 +12,7 @@ import io
 import logging
 import random
 import socket
+import ssl
 import sys
 import threading
 from collections.abc import Iterator
@@ -24,8 +25,9 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 import pytest
+import trustme
 from aiosmtpd.controller import Controller
-from servers import RecordingHandler
+from servers import RecordingHandler, TLSRecordingHandler
 
 from smtpc import cli
 from smtpc.routing import (
@@ -135,7 +137,8 @@ def dns_server() -> Iterator[DNSServer]:
 
 class RawHost:
     """A scripted host: sends ``greeting`` (none: stays silent), then one of
-    ``replies`` per command line, then closes. Counts its connections."""
+    ``replies`` per command line, then closes. Counts its connections and
+    keeps the lines it received."""
 
     def __init__(
         self, address: str, port: int, greeting: bytes | None, replies: list[bytes]
@@ -146,6 +149,7 @@ class RawHost:
         self.greeting = greeting
         self.replies = replies
         self.connections = 0
+        self.lines: list[bytes] = []
         self._held: list[socket.socket] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -174,8 +178,10 @@ class RawHost:
                 conn.sendall(self.greeting)
                 reader = conn.makefile("rb")
                 for reply in self.replies:
-                    if not reader.readline():
+                    line = reader.readline()
+                    if not line:
                         break
+                    self.lines.append(line)
                     conn.sendall(reply)
                 reader.close()
 
@@ -188,11 +194,21 @@ class Hosts:
     controllers: list[Controller] = field(default_factory=list)
     raw: list[RawHost] = field(default_factory=list)
 
-    def smtp(self, address: str, handler: RecordingHandler | None = None) -> Any:
-        """An aiosmtpd server on ``address``; returns its handler."""
+    def smtp(
+        self,
+        address: str,
+        handler: RecordingHandler | None = None,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> Any:
+        """An aiosmtpd server on ``address``, offering STARTTLS with
+        ``tls_context`` if given; returns its handler."""
         handler = handler or RecordingHandler()
         controller = Controller(
-            handler, hostname=address, port=self.port, ready_timeout=10
+            handler,
+            hostname=address,
+            port=self.port,
+            ready_timeout=10,
+            tls_context=tls_context,
         )
         controller.start()
         self.controllers.append(controller)
@@ -684,6 +700,282 @@ def test_missing_dnspython_names_the_extra(
     assert result.delivered == ["a@[127.0.0.2]"] and len(server.envelopes) == 1
 
 
+# --- TLS policies -------------------------------------------------------------------
+
+# Names on the mail exchangers' certificate; "wrong.verify.test" is left out.
+MX_CERT_NAMES = ("mx.tls.test", "mx.enc.test", "good.verify.test", "127.0.0.4")
+STARTTLS_EHLO = b"250-mx.test\r\n250 STARTTLS\r\n"
+
+
+@pytest.fixture(scope="module")
+def mx_tls_context(tls_ca: trustme.CA) -> ssl.SSLContext:
+    """Server context with a certificate for MX_CERT_NAMES."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls_ca.issue_cert(*MX_CERT_NAMES).configure_cert(context)
+    return context
+
+
+def _broken_tls_context() -> ssl.SSLContext:
+    """A server context with no certificate: every handshake fails."""
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+
+
+def test_may_uses_starttls_when_offered_and_ehlos_again(
+    dns_server: DNSServer, hosts: Hosts, mx_tls_context: ssl.SSLContext
+) -> None:
+    dns_server.add("tls.test.", "MX", "10 mx.tls.test.")
+    dns_server.add("mx.tls.test.", "A", "127.0.0.2")
+    server = hosts.smtp("127.0.0.2", TLSRecordingHandler(), mx_tls_context)
+
+    router = _router(dns_server, hosts)
+    assert router.tls == "may"
+    result = router.deliver(SENDER, ["r@tls.test"], MESSAGE)
+
+    route = result.recipients["r@tls.test"]
+    assert route.status is Status.DELIVERED
+    assert route.host is not None
+    version = route.host.tls
+    assert version is not None and version.startswith("TLSv1.")
+    assert route.host.tls_fallback is None
+    # What the server saw: one handshake, EHLO again under TLS (RFC 3207
+    # §4.2), and the mail transaction under TLS.
+    assert server.handshakes == 1
+    assert server.ehlo_tls == [None, version]
+    assert server.envelope_tls == [version]
+    assert server.envelopes[0].original_content == MESSAGE
+
+
+def test_may_stays_in_clear_text_without_starttls(
+    dns_server: DNSServer, hosts: Hosts
+) -> None:
+    dns_server.add("plain.test.", "MX", "10 mx.plain.test.")
+    dns_server.add("mx.plain.test.", "A", "127.0.0.2")
+    server = hosts.smtp("127.0.0.2", TLSRecordingHandler())
+    result = _router(dns_server, hosts).deliver(SENDER, ["r@plain.test"], MESSAGE)
+    route = result.recipients["r@plain.test"]
+    assert route.status is Status.DELIVERED
+    assert route.host is not None
+    assert (route.host.tls, route.host.tls_fallback) == (None, None)
+    assert server.ehlo_tls == [None]
+    assert server.envelope_tls == [None]
+    assert [e.rcpt_tos for e in server.envelopes] == [["r@plain.test"]]
+
+
+def test_may_reconnects_in_clear_text_after_a_failed_handshake(
+    dns_server: DNSServer, hosts: Hosts
+) -> None:
+    dns_server.add(
+        "fallback.test.", "MX", "10 mx.fallback.test.", "20 b.fallback.test."
+    )
+    dns_server.add("mx.fallback.test.", "A", "127.0.0.2")
+    dns_server.add("b.fallback.test.", "A", "127.0.0.3")
+    broken = hosts.smtp("127.0.0.2", TLSRecordingHandler(), _broken_tls_context())
+    backup = hosts.smtp("127.0.0.3", TLSRecordingHandler())
+
+    result = _router(dns_server, hosts).deliver(SENDER, ["r@fallback.test"], MESSAGE)
+
+    route = result.recipients["r@fallback.test"]
+    assert route.status is Status.DELIVERED
+    # The same host, on a second session: one attempt, in clear text.
+    assert [a.host for a in route.attempts] == ["mx.fallback.test"]
+    attempt = route.attempts[0]
+    assert attempt.tls is None
+    assert attempt.tls_fallback is not None
+    assert attempt.tls_fallback.startswith("TLS handshake failed: ")
+    assert attempt.tls_fallback.endswith("retried on a new clear-text session")
+    assert attempt.reason == "content: 250 OK"
+    # The message arrived once, in clear text; the second session sent no
+    # STARTTLS, so it has one EHLO like the first.
+    assert broken.handshakes == 0
+    assert broken.ehlo_tls == [None, None]
+    assert broken.envelope_tls == [None]
+    assert [e.original_content for e in broken.envelopes] == [MESSAGE]
+    assert backup.ehlo_tls == [] and backup.envelopes == []
+
+
+def test_may_goes_on_in_the_same_session_when_starttls_is_refused(
+    dns_server: DNSServer, hosts: Hosts
+) -> None:
+    dns_server.add("refusing.test.", "MX", "10 mx.refusing.test.")
+    dns_server.add("mx.refusing.test.", "A", "127.0.0.2")
+    host = hosts.scripted(
+        "127.0.0.2",
+        b"220 mx.refusing.test\r\n",
+        STARTTLS_EHLO,
+        b"454 4.7.0 TLS not available\r\n",
+        b"250 2.1.0 ok\r\n",
+        b"250 2.1.5 ok\r\n",
+        b"354 go on\r\n",
+        *[b""] * MESSAGE.count(b"\n"),
+        b"250 2.0.0 queued\r\n",
+        b"221 2.0.0 bye\r\n",
+    )
+    result = _router(dns_server, hosts).deliver(SENDER, ["r@refusing.test"], MESSAGE)
+    route = result.recipients["r@refusing.test"]
+    assert route.status is Status.DELIVERED
+    assert route.host is not None and route.host.tls is None
+    assert route.host.tls_fallback == (
+        "STARTTLS refused: 454 4.7.0 TLS not available; went on in clear text"
+    )
+    assert host.connections == 1
+    commands = [line.split(b":")[0].split()[0] for line in host.lines[:4]]
+    assert commands == [b"EHLO", b"STARTTLS", b"MAIL", b"RCPT"]
+    assert host.lines[-1] == b"QUIT\r\n"
+
+
+def test_encrypt_skips_hosts_that_cannot_encrypt(
+    dns_server: DNSServer, hosts: Hosts, mx_tls_context: ssl.SSLContext
+) -> None:
+    dns_server.add(
+        "enc.test.",
+        "MX",
+        "10 plain.enc.test.",
+        "20 broken.enc.test.",
+        "30 refusing.enc.test.",
+        "40 mx.enc.test.",
+    )
+    for name, n in [("plain", 2), ("broken", 3), ("refusing", 5), ("mx", 6)]:
+        dns_server.add(f"{name}.enc.test.", "A", f"127.0.0.{n}")
+    plain = hosts.smtp("127.0.0.2", TLSRecordingHandler())
+    # Agrees to STARTTLS, then closes instead of a handshake.
+    broken = hosts.scripted(
+        "127.0.0.3", b"220 broken\r\n", STARTTLS_EHLO, b"220 2.0.0 go ahead\r\n"
+    )
+    refusing = hosts.scripted(
+        "127.0.0.5",
+        b"220 refusing\r\n",
+        STARTTLS_EHLO,
+        b"454 4.7.0 TLS not available\r\n",
+        b"221 2.0.0 bye\r\n",
+    )
+    good = hosts.smtp("127.0.0.6", TLSRecordingHandler(), mx_tls_context)
+
+    router = _router(dns_server, hosts, tls="encrypt")
+    result = router.deliver(SENDER, ["r@enc.test"], MESSAGE)
+
+    route = result.recipients["r@enc.test"]
+    assert route.status is Status.DELIVERED
+    skipped = route.skipped
+    assert [a.host for a in skipped] == [
+        "plain.enc.test",
+        "broken.enc.test",
+        "refusing.enc.test",
+    ]
+    assert skipped[0].reason == "STARTTLS not offered"
+    assert skipped[1].reason.startswith("TLS handshake failed: ")
+    assert skipped[2].reason == "STARTTLS refused: 454 4.7.0 TLS not available"
+    assert skipped[2].reply is not None and skipped[2].reply.code == 454
+    assert all(a.tls is None and not a.final for a in skipped)
+    # Nothing reached the hosts that could not encrypt.
+    assert plain.ehlo_tls == [None] and plain.envelopes == []
+    assert [line.split()[0] for line in broken.lines] == [b"EHLO", b"STARTTLS"]
+    assert refusing.lines[1:] == [b"STARTTLS\r\n", b"QUIT\r\n"]
+    assert route.host is not None and route.host.host == "mx.enc.test"
+    assert route.host.tls is not None
+    assert good.envelope_tls == [route.host.tls]
+    assert [e.rcpt_tos for e in good.envelopes] == [["r@enc.test"]]
+
+
+def test_verify_checks_the_certificate_against_the_mx_name(
+    dns_server: DNSServer,
+    hosts: Hosts,
+    mx_tls_context: ssl.SSLContext,
+    client_tls_context: ssl.SSLContext,
+) -> None:
+    dns_server.add(
+        "verify.test.", "MX", "10 wrong.verify.test.", "20 good.verify.test."
+    )
+    # Both names lead to servers with the same certificate, which names
+    # good.verify.test but not wrong.verify.test.
+    dns_server.add("wrong.verify.test.", "A", "127.0.0.2")
+    dns_server.add("good.verify.test.", "A", "127.0.0.3")
+    wrong = hosts.smtp("127.0.0.2", TLSRecordingHandler(), mx_tls_context)
+    good = hosts.smtp("127.0.0.3", TLSRecordingHandler(), mx_tls_context)
+
+    router = _router(dns_server, hosts, tls="verify", tls_context=client_tls_context)
+    result = router.deliver(SENDER, ["r@verify.test"], MESSAGE)
+
+    route = result.recipients["r@verify.test"]
+    assert route.status is Status.DELIVERED
+    [skipped] = route.skipped
+    assert skipped.host == "wrong.verify.test"
+    assert skipped.reason.startswith("TLS handshake failed: ")
+    assert "wrong.verify.test" in skipped.reason
+    assert isinstance(skipped.error, ssl.SSLCertVerificationError)
+    assert wrong.envelopes == []
+    assert route.host is not None and route.host.host == "good.verify.test"
+    assert route.host.tls is not None
+    assert good.envelope_tls == [route.host.tls]
+
+    # The default context trusts the system's authorities, not the test's:
+    # every host is skipped and the message deferred.
+    strict = _router(dns_server, hosts, tls="verify")
+    again = strict.deliver(SENDER, ["s@verify.test"], MESSAGE)
+    route = again.recipients["s@verify.test"]
+    assert route.status is Status.DEFERRED
+    assert [a.host for a in route.attempts] == ["wrong.verify.test", "good.verify.test"]
+    assert all("certificate verify failed" in a.reason for a in route.attempts)
+    assert wrong.envelopes == [] and len(good.envelopes) == 1
+
+    # An address literal is checked against its address.
+    literal = hosts.smtp("127.0.0.4", TLSRecordingHandler(), mx_tls_context)
+    direct = deliver_direct(
+        SENDER,
+        ["a@[127.0.0.4]"],
+        MESSAGE,
+        port=hosts.port,
+        timeout=2.0,
+        tls="verify",
+        tls_context=client_tls_context,
+    )
+    assert direct.delivered == ["a@[127.0.0.4]"]
+    host = direct.recipients["a@[127.0.0.4]"].host
+    assert host is not None and host.tls is not None
+    assert literal.envelope_tls == [host.tls]
+
+
+def test_none_never_sends_starttls(
+    dns_server: DNSServer, hosts: Hosts, mx_tls_context: ssl.SSLContext
+) -> None:
+    dns_server.add("clear.test.", "MX", "10 mx.clear.test.")
+    dns_server.add("mx.clear.test.", "A", "127.0.0.2")
+    server = hosts.smtp("127.0.0.2", TLSRecordingHandler(), mx_tls_context)
+    router = _router(dns_server, hosts, tls="none")
+    result = router.deliver(SENDER, ["r@clear.test"], MESSAGE)
+    route = result.recipients["r@clear.test"]
+    assert route.status is Status.DELIVERED
+    assert route.host is not None
+    assert (route.host.tls, route.host.tls_fallback) == (None, None)
+    # STARTTLS was offered and never used: one EHLO, no handshake.
+    assert server.handshakes == 0
+    assert server.ehlo_tls == [None]
+    assert server.envelope_tls == [None]
+
+
+def test_bad_tls_policies_raise_before_any_query(
+    dns_server: DNSServer, client_tls_context: ssl.SSLContext
+) -> None:
+    from smtpc import tls
+
+    resolver = dns_server.resolver()
+    for bad in ["MAY", "", "dane", "opportunistic", None, 1]:
+        with pytest.raises(ValueError, match="tls must be one of"):
+            Router(resolver, tls=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="tls='none'"):
+        Router(resolver, tls="none", tls_context=client_tls_context)
+    with pytest.raises(ValueError, match="verifies"):
+        Router(resolver, tls="verify", tls_context=tls.unverified_context())
+    with pytest.raises(TypeError, match="SSLContext"):
+        Router(resolver, tls_context="client.pem")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        deliver_direct(SENDER, ["r@x.test"], MESSAGE, resolver=resolver, tls="tls")
+    assert dns_server.queries == []
+    # A verifying context is fine for every policy that sends STARTTLS.
+    for policy in ("may", "encrypt", "verify"):
+        router = Router(resolver, tls=policy, tls_context=client_tls_context)
+        assert router.tls_context is client_tls_context
+
+
 # --- command line -------------------------------------------------------------------
 
 
@@ -726,6 +1018,72 @@ def test_cli_send_direct(
 def test_cli_direct_refuses_a_server_too() -> None:
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["send", "--direct", "--server", "x", "m.eml"])
+
+
+def test_cli_send_direct_tls(
+    dns_server: DNSServer,
+    hosts: Hosts,
+    mx_tls_context: ssl.SSLContext,
+    tls_ca: trustme.CA,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    dns_server.add("tls.test.", "MX", "10 mx.tls.test.")
+    dns_server.add("mx.tls.test.", "A", "127.0.0.2")
+    dns_server.add("fallback.test.", "MX", "10 mx.fallback.test.")
+    dns_server.add("mx.fallback.test.", "A", "127.0.0.3")
+    server = hosts.smtp("127.0.0.2", TLSRecordingHandler(), mx_tls_context)
+    broken = hosts.smtp("127.0.0.3", TLSRecordingHandler(), _broken_tls_context())
+    ca = tmp_path / "ca.pem"
+    tls_ca.cert_pem.write_to_path(str(ca))
+    message = tmp_path / "m.eml"
+    message.write_bytes(b"From: sender@example.org\r\nTo: a@tls.test\r\n\r\nHi.\r\n")
+    fallback = tmp_path / "f.eml"
+    fallback.write_bytes(
+        b"From: sender@example.org\r\nTo: b@fallback.test\r\n\r\nHi.\r\n"
+    )
+    common = [
+        "send",
+        "--direct",
+        "--dns-server",
+        f"127.0.0.1:{dns_server.port}",
+        "--smtp-port",
+        str(hosts.port),
+        "--timeout",
+        "2",
+    ]
+
+    status = cli.main(
+        [*common, "--direct-tls", "verify", "--cafile", str(ca), str(message)]
+    )
+    out = capsys.readouterr().out
+    assert status == 0
+    [version] = server.envelope_tls
+    assert version is not None
+    assert f"via mx.tls.test [127.0.0.2]:{hosts.port} with {version}: 250" in out
+
+    status = cli.main([*common, "--direct-tls", "none", str(message)])
+    assert status == 0
+    assert f"[127.0.0.2]:{hosts.port} in clear text: 250" in capsys.readouterr().out
+    assert server.envelope_tls == [version, None]
+
+    # The default is "may": the broken handshake is reported, then clear text.
+    status = cli.main([*common, str(fallback)])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "b@fallback.test: delivered via mx.fallback.test" in out
+    assert "    clear text: TLS handshake failed: " in out
+    assert broken.envelope_tls == [None]
+
+    # --tls stays the smarthost's; --cafile needs verify; --direct-tls needs --direct.
+    for bad in (
+        [*common, "--tls", "starttls", str(message)],
+        [*common, "--direct-tls", "encrypt", "--cafile", str(ca), str(message)],
+        ["send", "--server", "127.0.0.1:1", "--direct-tls", "may", str(message)],
+    ):
+        assert cli.main(bad) == 2
+    assert "--direct" in capsys.readouterr().err
+    assert len(server.envelopes) == 2
 
 
 # --- with the bulk sender -----------------------------------------------------------
