@@ -15,6 +15,10 @@ The report has one JSON line per message: ``id``, ``from``, ``attempts``
 and ``recipients``, a list of ``{"to", "outcome", "code", "enhanced",
 "reply", "error"}`` where outcome is ``delivered``, ``refused`` (a 5xx
 reply: final) or ``deferred`` (still temporary after the last attempt).
+With ``--direct``, each recipient also has ``tls``: the TLS version of the
+session that gave its final reply (``"TLSv1.3"``), null in clear text or
+when no session did; and ``tls_fallback``: why that session was in clear
+text though STARTTLS was tried (``--direct-tls may``), else null.
 Each line is written whole and flushed as soon as the message is done.
 """
 
@@ -42,6 +46,9 @@ examples:
   smtpc bulk --server localhost:2525 --report sent.jsonl jobs.jsonl
   smtpc bulk --server localhost:2525 --resume sent.jsonl jobs.jsonl
 
+  # straight to each domain's mail exchangers, TLS required and verified
+  smtpc bulk --direct --direct-tls verify --report sent.jsonl jobs.jsonl
+
 job file: one JSON object a line, {"id": "...", "from": "...", "to": [...],
 "file": "path/relative/to/the/job/file.eml"} or with "content" instead of
 "file".
@@ -54,7 +61,7 @@ complete up to that point; run again with --resume).
 
 def add_parser(commands: Any) -> None:
     """Add ``bulk`` to the subcommands of ``smtpc``."""
-    from .cli import add_session_options
+    from .cli import add_direct_tls_option, add_session_options
 
     bulk = commands.add_parser(
         "bulk",
@@ -128,6 +135,7 @@ def add_parser(commands: Any) -> None:
         metavar="PORT",
         help="with --direct: the mail exchangers' port (default 25)",
     )
+    add_direct_tls_option(bulk)
     bulk.add_argument(
         "--progress",
         choices=("auto", "bar", "plain", "none"),
@@ -325,20 +333,22 @@ def _read_report(path: Path) -> dict[str, set[str]]:
     return done
 
 
-def _report_line(result: Any) -> str:
+def _report_line(result: Any, *, direct: bool = False) -> str:
     recipients = []
     for r in result.recipients:
         reply = r.reply
-        recipients.append(
-            {
-                "to": r.address,
-                "outcome": r.outcome.value,
-                "code": reply.code if reply else None,
-                "enhanced": reply.enhanced if reply else None,
-                "reply": reply.text if reply else None,
-                "error": r.error,
-            }
-        )
+        recipient = {
+            "to": r.address,
+            "outcome": r.outcome.value,
+            "code": reply.code if reply else None,
+            "enhanced": reply.enhanced if reply else None,
+            "reply": reply.text if reply else None,
+            "error": r.error,
+        }
+        if direct:
+            recipient["tls"] = r.tls
+            recipient["tls_fallback"] = r.tls_fallback
+        recipients.append(recipient)
     entry = {
         "id": result.id,
         "from": result.reverse_path,
@@ -426,7 +436,7 @@ async def _send(
     try:
         async with pool:
             async for result in sender.send(messages):
-                report.write(_report_line(result) + "\n")
+                report.write(_report_line(result, direct=args.direct) + "\n")
                 report.flush()
                 progress.update(result)
                 if result.refused or result.deferred:
@@ -438,7 +448,7 @@ async def _send(
 
 
 def _pool(args: argparse.Namespace) -> Any:
-    from .cli import _password, _tls_context, split_server
+    from .cli import _password, _tls_context, direct_tls, split_server
     from .pool import DirectPools, Pool
     from .tls import is_loopback
 
@@ -447,6 +457,7 @@ def _pool(args: argparse.Namespace) -> Any:
 
         if args.server or args.user:
             raise ValueError("--direct goes to the mail exchangers: no --server/--user")
+        policy, context = direct_tls(args)
         nameserver, dns_port = None, 53
         if args.dns_server:
             nameserver, dns_port = split_server(args.dns_server, 53)
@@ -456,8 +467,12 @@ def _pool(args: argparse.Namespace) -> Any:
             size=args.connections,
             max_messages=args.max_messages,
             timeout=args.timeout,
+            tls=policy,
+            tls_context=context,
         )
 
+    if args.direct_tls:
+        raise ValueError("--direct-tls goes with --direct")
     host, port = split_server(args.server or "localhost", 0)
     user = password = None
     if args.user:

@@ -359,6 +359,14 @@ class SMTP(operations.ClientState):
             return False
         return self._session.state is not State.CLOSED
 
+    @property
+    def tls_version(self) -> str | None:
+        """The session's TLS protocol version ("TLSv1.3"), None in clear text."""
+        transport = self._transport
+        tls = transport.get_extra_info("ssl_object") if transport is not None else None
+        version = tls.version() if tls is not None else None
+        return str(version) if version else None
+
     # -- driver ---------------------------------------------------------------
 
     def _new_session(self) -> Session:

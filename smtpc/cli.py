@@ -65,6 +65,34 @@ def add_session_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_direct_tls_option(parser: argparse.ArgumentParser) -> None:
+    """``--direct-tls``, shared by ``send`` and ``bulk``."""
+    parser.add_argument(
+        "--direct-tls",
+        choices=("may", "encrypt", "verify", "none"),
+        help="with --direct: STARTTLS when offered, unverified (may, the "
+        "default); required, unverified (encrypt); required, the certificate "
+        "checked against the MX host name, --cafile trusted too (verify); "
+        "never (none)",
+    )
+
+
+def direct_tls(args: argparse.Namespace) -> tuple[str, Any]:
+    """The TLS policy and context for ``--direct``, from ``--direct-tls``
+    and ``--cafile``.
+
+    Raises:
+        ValueError: ``--user``, ``--tls`` or ``--insecure`` with
+            ``--direct``; ``--cafile`` without ``--direct-tls verify``.
+    """
+    if args.user or args.tls != "none" or args.insecure:
+        raise ValueError("--direct sends without AUTH; --direct-tls sets its TLS")
+    policy = args.direct_tls or "may"
+    if args.cafile and policy != "verify":
+        raise ValueError("--cafile with --direct needs --direct-tls verify")
+    return policy, _tls_context(args) if args.cafile else None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="smtpc", description="A small, fast SMTP client."
@@ -118,14 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PORT",
         help="with --direct: the MX hosts' SMTP port (default 25)",
     )
-    send.add_argument(
-        "--direct-tls",
-        choices=("may", "encrypt", "verify", "none"),
-        help="with --direct: STARTTLS when offered, unverified (may, the "
-        "default); required, unverified (encrypt); required, the certificate "
-        "checked against the MX host name, --cafile trusted too (verify); "
-        "never (none)",
-    )
+    add_direct_tls_option(send)
     add_session_options(send)
     send.add_argument(
         "--auth-mechanism",
@@ -557,12 +578,7 @@ def _send_composed(args: argparse.Namespace, host: str, port: int) -> int:
 def _send_direct(args: argparse.Namespace) -> int:
     from .routing import MXResolver, Router, Status
 
-    if args.user or args.tls != "none" or args.insecure:
-        raise ValueError("--direct sends without AUTH; --direct-tls sets its TLS")
-    policy = args.direct_tls or "may"
-    if args.cafile and policy != "verify":
-        raise ValueError("--cafile with --direct needs --direct-tls verify")
-    context = _tls_context(args) if args.cafile else None
+    policy, context = direct_tls(args)
     nameserver, dns_port = None, 53
     if args.dns_server:
         nameserver, dns_port = split_server(args.dns_server, 53)

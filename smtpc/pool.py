@@ -52,6 +52,8 @@ from .sources import is_reusable
 if TYPE_CHECKING:
     import ssl
 
+    from .routing import _TLSPolicy
+
 __all__ = [
     "BackgroundSender",
     "BulkMessage",
@@ -77,6 +79,10 @@ class _Member:
     client: SMTP
     messages: int = 0
     idle_since: float = field(default_factory=time.monotonic)
+    # Set by DirectPools: the session's TLS version, and why it is in clear
+    # text though STARTTLS was tried.
+    tls: str | None = None
+    tls_fallback: str | None = None
 
 
 class Pool:
@@ -221,20 +227,25 @@ class Pool:
         self._open_count += 1
         member = _Member(client)
         try:
-            code, text = await client.connect()
-            if code != ReplyCode.SERVICE_READY:
-                raise SMTPConnectError(code, text)
-            await client.ehlo_or_helo_if_needed()
-            if self._starttls:
-                await client.starttls(context=self._tls_context)
-                await client.ehlo_or_helo_if_needed()
-            if self._credentials is not None:
-                await client.login(*self._credentials)
+            await self._start(member)
         except BaseException:
             self._drop(member, "could not be set up")
             raise
         log.debug("session opened to %s:%s", self.host, self.port)
         return member
+
+    async def _start(self, member: _Member) -> None:
+        """Connect, EHLO, then STARTTLS and AUTH as asked."""
+        client = member.client
+        code, text = await client.connect()
+        if code != ReplyCode.SERVICE_READY:
+            raise SMTPConnectError(code, text)
+        await client.ehlo_or_helo_if_needed()
+        if self._starttls:
+            await client.starttls(context=self._tls_context)
+            await client.ehlo_or_helo_if_needed()
+        if self._credentials is not None:
+            await client.login(*self._credentials)
 
     async def _release(self, member: _Member, messages: int = 1) -> None:
         """Take back a session that carried ``messages`` more messages."""
@@ -280,21 +291,64 @@ class DirectPools:
     order :class:`~smtpc.routing.MXResolver` gives. A :class:`BulkSender`
     given one delivers directly instead of through one relay.
 
+    Each session follows a TLS policy, with the meaning it has for
+    :class:`~smtpc.routing.Router`: under ``"may"``, a session whose TLS
+    handshake failed is opened again in clear text; under ``"encrypt"`` and
+    ``"verify"``, a host that cannot give TLS is passed over for the next
+    one. Each :class:`RecipientOutcome` tells whether the session that gave
+    its final reply was TLS.
+
     Args:
         resolver: the MX resolver (its nameserver, port and timeout).
         port: the mail exchangers' SMTP port.
         size: sessions at once to each host.
-        pool_options: what else each :class:`Pool` takes.
+        tls: the TLS policy, one of :data:`smtpc.routing.TLS_POLICIES`:
+            ``"may"`` (default: STARTTLS when offered, the certificate not
+            verified), ``"encrypt"`` (STARTTLS required, not verified),
+            ``"verify"`` (STARTTLS required, the certificate valid for the
+            MX host name found in the DNS) or ``"none"`` (clear text).
+        tls_context: the context for STARTTLS; by default one that encrypts
+            without verifying for ``"may"`` and ``"encrypt"``, and one that
+            verifies against the system's trusted certificates for
+            ``"verify"``.
+        pool_options: what else each :class:`Pool` takes (``max_messages``,
+            ``timeout``, ``local_hostname``...).
+
+    Raises:
+        ValueError: a bad port or size; a bad ``tls``; a ``tls_context``
+            with ``tls="none"``, or one that does not verify with
+            ``tls="verify"``; ``use_tls`` or ``starttls`` among the pool
+            options.
+        TypeError: ``tls_context`` is not an ``ssl.SSLContext``.
     """
 
     def __init__(
-        self, resolver: Any, *, port: int = 25, size: int = 2, **pool_options: Any
+        self,
+        resolver: Any,
+        *,
+        port: int = 25,
+        size: int = 2,
+        tls: str = "may",
+        tls_context: ssl.SSLContext | None = None,
+        **pool_options: Any,
     ) -> None:
+        from .routing import _TLSPolicy
+
+        if not 0 < port < 65536:
+            raise ValueError(f"bad port {port!r}")
+        if size < 1:
+            raise ValueError("size must be at least 1")
+        for option in ("use_tls", "starttls"):
+            if option in pool_options:
+                raise ValueError(f"DirectPools takes tls=, not {option}=")
+        self._policy = _TLSPolicy(tls, tls_context)
         self.resolver = resolver
         self.port = port
         self.size = size
+        self.tls = tls
+        self.tls_context = tls_context
         self._options = pool_options
-        self._pools: dict[str, Pool] = {}
+        self._pools: dict[tuple[str, str], Pool] = {}
         self._candidates: dict[str, list[Any]] = {}
 
     async def __aenter__(self) -> DirectPools:
@@ -314,18 +368,106 @@ class DirectPools:
             self._candidates[domain] = found
         return self._candidates[domain]
 
-    def pool(self, address: str) -> Pool:
-        """The pool of sessions to one mail exchanger's address."""
-        if address not in self._pools:
-            self._pools[address] = Pool(
-                address, self.port, size=self.size, **self._options
+    def pool(self, address: str, host: str | None = None) -> Pool:
+        """The pool of sessions to one mail exchanger's address.
+
+        Args:
+            address: where the sessions go.
+            host: the MX host name found in the DNS, which the certificate
+                is checked against (an address literal, or None: the
+                address).
+        """
+        name = self._policy.server_name(host, address) if host else address
+        key = (address, name)
+        if key not in self._pools:
+            self._pools[key] = _MXPool(
+                address, self.port, name, self._policy, size=self.size, **self._options
             )
-        return self._pools[address]
+        return self._pools[key]
 
     async def close(self) -> None:
         """QUIT the idle sessions of every host."""
         for pool in self._pools.values():
             await pool.close()
+
+
+class _MXPool(Pool):
+    """The sessions to one mail exchanger, each opened under the TLS policy
+    of its :class:`DirectPools` (the same decisions as
+    :class:`~smtpc.routing.Router`'s)."""
+
+    def __init__(
+        self, address: str, port: int, name: str, policy: _TLSPolicy, **options: Any
+    ) -> None:
+        super().__init__(address, port, **options)
+        self._name = name
+        self._policy = policy
+
+    async def _start(self, member: _Member) -> None:
+        """Connect and EHLO; STARTTLS and EHLO again as the policy asks;
+        AUTH if credentials were given.
+
+        Raises:
+            smtpc.routing._Skip: the host cannot give what the policy
+                requires, or closed the session with 421.
+        """
+        from .routing import _Reconnect, _Skip
+
+        client = member.client
+        await self._hello(client)
+        if self._policy.starttls:
+            try:
+                member.tls, member.tls_fallback = await self._secure(client)
+            except _Skip:
+                # Passed over, but the session is still open: end it politely.
+                if client.is_connected:
+                    with contextlib.suppress(SMTPException, OSError):
+                        await client.quit()
+                raise
+            except _Reconnect as reconnect:
+                # The failed handshake left nothing to speak SMTP on; RFC
+                # 7435 prefers clear text to no delivery, and STARTTLS would
+                # only fail again.
+                log.warning(
+                    "%s [%s]:%d: %s; reconnecting in clear text",
+                    self._name,
+                    self.host,
+                    self.port,
+                    reconnect.reason,
+                )
+                member.tls_fallback = (
+                    f"{reconnect.reason}; retried on a new clear-text session"
+                )
+                await self._hello(client)
+        if self._credentials is not None:
+            await client.login(*self._credentials)
+
+    async def _hello(self, client: SMTP) -> None:
+        # The address, not the client's host: STARTTLS set that to the name.
+        code, text = await client.connect(self.host, self.port)
+        if code != ReplyCode.SERVICE_READY:
+            raise SMTPConnectError(code, text)
+        await client.ehlo_or_helo_if_needed()
+
+    async def _secure(self, client: SMTP) -> tuple[str | None, str | None]:
+        """STARTTLS under the policy, then EHLO again (RFC 3207 §4.2).
+
+        Returns:
+            ``(version, None)`` once the session is TLS; ``(None, why)``
+            when it goes on in clear text, ``why`` None when STARTTLS is
+            not offered.
+        """
+        policy = self._policy
+        if not policy.offered(client.has_extn("starttls")):
+            return None, None
+        try:
+            await client.starttls(context=policy.context(), server_hostname=self._name)
+        except OSError as exc:
+            return None, policy.failed(exc, client.is_connected, client.last_reply)
+        await client.ehlo_or_helo_if_needed()
+        version = client.tls_version
+        log.debug("%s [%s]:%d: STARTTLS, %s", self._name, self.host, self.port, version)
+        return version or "TLS", None
 
 
 # --- bulk sending ---------------------------------------------------------------
@@ -362,12 +504,20 @@ class RecipientOutcome:
 
     ``error`` explains an outcome no reply decided: a lost session, an
     envelope the server cannot take, a stop before the next attempt.
+
+    With :class:`DirectPools`, ``tls`` is the TLS protocol version
+    (``"TLSv1.3"``) of the session that gave the final reply, None when it
+    was in clear text or no session did; ``tls_fallback`` says why that
+    session was in clear text though the ``"may"`` policy tried STARTTLS
+    (refused, or a failed handshake and a new session).
     """
 
     address: str
     outcome: Outcome
     reply: Reply | None = None
     error: str | None = None
+    tls: str | None = None
+    tls_fallback: str | None = None
 
 
 @dataclass(slots=True)
@@ -1195,40 +1345,57 @@ class BulkSender:
         part: _Attempt,
     ) -> None:
         skipped = []
-        for candidate in candidates:
+        for number, candidate in enumerate(candidates, 1):
             before = (dict(part.final), dict(part.retry))
-            await self._relayed(pools.pool(candidate.address), message, replay, part)
+            pool = pools.pool(candidate.address, candidate.host)
+            await self._relayed(pool, message, replay, part)
             # RFC 5321 §5: while no recipient has a definitive answer (no
             # session, a lost one, or only 4xx replies), the next host may
             # take the message.
             if part.final:
                 return
+            reasons = {e or str(r or "no reply") for r, e in part.retry.values()}
+            why = "; ".join(sorted(reasons))
             part.final, part.retry = before
-            skipped.append(f"{candidate.host} [{candidate.address}]")
-            log.warning("no session with %s: trying the next host", candidate.host)
+            where = f"{candidate.host} [{candidate.address}]"
+            skipped.append(f"{where}: {why}")
+            more = "the next host" if number < len(candidates) else "no more hosts"
+            log.warning("%s: %s; %s", where, why, more)
         part.all_pending(None, "no mail exchanger answered: " + ", ".join(skipped))
 
     async def _relayed(
         self, pool: Pool, message: BulkMessage, replay: _Replay, attempt: _Attempt
     ) -> None:
+        from .routing import _Skip
+
+        member: _Member | None = None
+        settled = set(attempt.final)
         try:
-            async with pool.session() as client:
-                try:
-                    with replay.open() as content:
-                        result = await client.deliver(
-                            message.reverse_path,
-                            attempt.pending,
-                            content,
-                            message.mail_options,
-                            message.rcpt_options,
-                        )
-                except SMTPException:
-                    raise
-                except Exception as exc:
-                    # The message itself is at fault (its file, its content,
-                    # its addresses): another attempt would fail the same way.
-                    attempt.refuse_all(None, f"{type(exc).__name__}: {exc}")
-                    return
+            member = await pool._acquire()
+            try:
+                with replay.open() as content:
+                    result = await member.client.deliver(
+                        message.reverse_path,
+                        attempt.pending,
+                        content,
+                        message.mail_options,
+                        message.rcpt_options,
+                    )
+            except SMTPException:
+                raise
+            except Exception as exc:
+                # The message itself is at fault (its file, its content,
+                # its addresses): another attempt would fail the same way.
+                attempt.refuse_all(None, f"{type(exc).__name__}: {exc}")
+                return
+            finally:
+                await pool._release(member)
+        except _Skip as skip:
+            # The host cannot give the TLS the policy requires, or closed the
+            # session at STARTTLS: never final, whatever the reply.
+            reply = skip.reply
+            transient = reply if reply is not None and reply.is_transient else None
+            attempt.all_pending(transient, skip.reason)
         except SMTPServerDisconnected as exc:
             partial = getattr(exc, "result", None)
             lost = partial if isinstance(partial, TransactionResult) else None
@@ -1246,6 +1413,13 @@ class BulkSender:
             )
         else:
             attempt.read(result)
+        finally:
+            if member is not None:
+                # Whether the session that settled them was TLS.
+                for address, outcome in attempt.final.items():
+                    if address not in settled:
+                        outcome.tls = member.tls
+                        outcome.tls_fallback = member.tls_fallback
 
     async def _wait_before_retry(
         self, message: BulkMessage, attempts: int, attempt: _Attempt

@@ -630,10 +630,7 @@ class Router:
             raise ValueError("timeout must be positive")
         if max_attempts is not None and max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
-        if not isinstance(tls, str) or tls not in TLS_POLICIES:
-            raise ValueError(f"tls must be one of {', '.join(TLS_POLICIES)}: {tls!r}")
-        if tls_context is not None:
-            _check_context(tls, tls_context)
+        self._tls = _TLSPolicy(tls, tls_context)
         self._resolver = resolver
         self.port = port
         self.timeout = timeout
@@ -642,7 +639,6 @@ class Router:
         self.client_factory = client_factory
         self.tls = tls
         self.tls_context = tls_context
-        self._default_context: ssl.SSLContext | None = None
 
     @property
     def resolver(self) -> MXResolver:
@@ -747,7 +743,7 @@ class Router:
         TLS handshake fails under the "may" policy."""
         args = (candidate, paths, from_addr, replay, mail_options, rcpt_options)
         try:
-            return self._session(*args, starttls=self.tls != "none")
+            return self._session(*args, starttls=self._tls.starttls)
         except _Reconnect as reconnect:
             # The failed handshake left nothing to speak SMTP on; RFC 7435
             # prefers clear text to no delivery, and STARTTLS would only
@@ -862,36 +858,15 @@ class Router:
         """
         import ssl
 
-        required = self.tls != "may"
-        if not client.has_extn("starttls"):
-            if required:
-                raise _Skip("STARTTLS not offered")
+        policy = self._tls
+        if not policy.offered(client.has_extn("starttls")):
             return None, None
-        # The certificate is checked against the MX host name found in the
-        # DNS, not the address connected to. A literal has no name: its
-        # address is checked.
-        literal = candidate.host.startswith("[")
-        name = candidate.address if literal else candidate.host
+        name = policy.server_name(candidate.host, candidate.address)
         try:
-            client.starttls(context=self._context(), server_hostname=name)
+            client.starttls(context=policy.context(), server_hostname=name)
         except OSError as exc:
-            reply = _reply_of(exc)
-            if reply is not None and reply.code == ReplyCode.SERVICE_NOT_AVAILABLE:
-                raise _Skip(f"STARTTLS: {_show(reply, reply.code)}", reply) from exc
-            if client.sock is not None and reply is not None:
-                # A refusal such as 454 leaves the session as it was.
-                why = f"STARTTLS refused: {_show(reply, reply.code)}"
-                if required:
-                    raise _Skip(why, reply) from exc
-                return None, f"{why}; went on in clear text"
-            # The session is lost: in the handshake, once the host said 220.
-            last = client.last_reply
-            agreed = last is not None and last.code == ReplyCode.SERVICE_READY
-            what = "TLS handshake failed" if agreed else "STARTTLS"
-            why = f"{what}: {_describe(exc)}"
-            if required:
-                raise _Skip(why, reply, exc) from exc
-            raise _Reconnect(why) from exc
+            connected = client.sock is not None
+            return None, policy.failed(exc, connected, client.last_reply)
         sock = client.sock
         version = sock.version() if isinstance(sock, ssl.SSLSocket) else None
         log.debug(
@@ -902,18 +877,6 @@ class Router:
             version,
         )
         return version or "TLS", None
-
-    def _context(self) -> ssl.SSLContext:
-        if self.tls_context is not None:
-            return self.tls_context
-        if self._default_context is None:
-            from . import tls
-
-            verify = self.tls == "verify"
-            self._default_context = (
-                tls.default_context() if verify else tls.unverified_context()
-            )
-        return self._default_context
 
     def _client(self) -> SMTP:
         factory = self.client_factory
@@ -1171,6 +1134,94 @@ def _hello(client: SMTP, label: str) -> None:
         if reply is not None and reply.code >= 400:
             why = _show(reply, reply.code)
         raise _Skip(f"{label}: {why}", reply, exc) from exc
+
+
+class _TLSPolicy:
+    """A TLS policy and its STARTTLS context: how :class:`Router` and
+    :class:`smtpc.pool.DirectPools` decide, whatever client they drive.
+
+    Raises:
+        ValueError, TypeError: as :class:`Router` documents for ``tls`` and
+            ``tls_context``.
+    """
+
+    __slots__ = ("name", "_context")
+
+    def __init__(self, name: str, context: ssl.SSLContext | None) -> None:
+        if not isinstance(name, str) or name not in TLS_POLICIES:
+            raise ValueError(f"tls must be one of {', '.join(TLS_POLICIES)}: {name!r}")
+        if context is not None:
+            _check_context(name, context)
+        self.name = name
+        self._context = context
+
+    @property
+    def starttls(self) -> bool:
+        """Whether STARTTLS is sent when offered."""
+        return self.name != "none"
+
+    @property
+    def required(self) -> bool:
+        """Whether a host that cannot do TLS is skipped."""
+        return self.name in ("encrypt", "verify")
+
+    def context(self) -> ssl.SSLContext:
+        """The caller's context, else one made once: verifying for "verify",
+        encrypting only for "may" and "encrypt"."""
+        if self._context is None:
+            from . import tls
+
+            verify = self.name == "verify"
+            self._context = (
+                tls.default_context() if verify else tls.unverified_context()
+            )
+        return self._context
+
+    @staticmethod
+    def server_name(host: str, address: str) -> str:
+        """The name the certificate is checked against: the MX host name
+        found in the DNS, not the address connected to; a literal has no
+        name, so its address."""
+        return address if host.startswith("[") else host
+
+    def offered(self, offered: bool) -> bool:
+        """Whether to send STARTTLS, given whether the host offers it.
+
+        Raises:
+            _Skip: it is not offered and the policy requires it.
+        """
+        if not offered and self.required:
+            raise _Skip("STARTTLS not offered")
+        return offered
+
+    def failed(self, exc: OSError, connected: bool, last: Reply | None) -> str:
+        """Judge a STARTTLS that raised ``exc``; ``connected``: the session
+        is still open; ``last``: the last reply received.
+
+        Returns:
+            Why the session goes on in clear text, under "may".
+
+        Raises:
+            _Skip: the host closed the session with 421, or cannot give what
+                the policy requires.
+            _Reconnect: under "may", the session was lost in the handshake.
+        """
+        reply = _reply_of(exc)
+        if reply is not None and reply.code == ReplyCode.SERVICE_NOT_AVAILABLE:
+            raise _Skip(f"STARTTLS: {_show(reply, reply.code)}", reply) from exc
+        if connected and reply is not None:
+            # A refusal such as 454 leaves the session as it was.
+            why = f"STARTTLS refused: {_show(reply, reply.code)}"
+            if self.required:
+                raise _Skip(why, reply) from exc
+            return f"{why}; went on in clear text"
+        # The session is lost: in the handshake, once the host said 220.
+        agreed = last is not None and last.code == ReplyCode.SERVICE_READY
+        what = "TLS handshake failed" if agreed else "STARTTLS"
+        why = f"{what}: {_describe(exc)}"
+        if self.required:
+            raise _Skip(why, reply, exc) from exc
+        raise _Reconnect(why) from exc
 
 
 def _check_context(policy: str, context: Any) -> None:

@@ -325,10 +325,20 @@ def test_implicit_tls_with_connect_arguments(
             server.host, server.port, use_tls=True, tls_context=client_tls_context
         )
         async with client:
+            assert client.tls_version in ("TLSv1.2", "TLSv1.3")
             return await client.sendmail(SENDER, RECIPIENT, MESSAGE)
 
     assert asyncio.run(main()) == {}
     assert server.envelopes[-1].original_content == MESSAGE
+
+
+def test_tls_version_is_none_in_clear_text(smtpd: SMTPServer) -> None:
+    async def main() -> str | None:
+        async with smtpc.AsyncSMTP(smtpd.host, smtpd.port) as client:
+            await client.noop()
+            return client.tls_version
+
+    assert asyncio.run(main()) is None
 
 
 # --- deliver_many ----------------------------------------------------------------

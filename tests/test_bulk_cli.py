@@ -8,16 +8,25 @@ import collections
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import RecordingHandler, SMTPServer
+import trustme
+from servers import RecordingHandler, SMTPServer, TLSRecordingHandler
+from test_routing import (
+    MX_CERT_NAMES,
+    DNSServer,
+    Hosts,
+    _broken_tls_context,
+    _port_free_everywhere,
+)
 
 from smtpc import cli
 
@@ -267,3 +276,111 @@ def test_resume_with_nothing_left(
     again = [*extra, str(tmp_path / "new.jsonl")] if extra else []
     assert bulk(smtpd, "--resume", str(report), *again, str(jobs)) == 0
     assert len(smtpd.envelopes) == 3
+
+
+# --- --direct under a TLS policy ------------------------------------------------------
+
+
+@pytest.fixture
+def dns() -> Iterator[DNSServer]:
+    server = DNSServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def hosts() -> Iterator[Hosts]:
+    started = Hosts(_port_free_everywhere())
+    yield started
+    for controller in started.controllers:
+        controller.stop()
+
+
+def test_direct_tls_policies_and_the_report(
+    dns: DNSServer,
+    hosts: Hosts,
+    smtpd: SMTPServer,
+    tls_ca: trustme.CA,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    dns.add("tls.test.", "MX", "10 mx.tls.test.")
+    dns.add("mx.tls.test.", "A", "127.0.0.2")
+    dns.add("fallback.test.", "MX", "10 mx.fallback.test.")
+    dns.add("mx.fallback.test.", "A", "127.0.0.3")
+    mx_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls_ca.issue_cert(*MX_CERT_NAMES).configure_cert(mx_context)
+    server = hosts.smtp("127.0.0.2", TLSRecordingHandler(), mx_context)
+    broken = hosts.smtp("127.0.0.3", TLSRecordingHandler(), _broken_tls_context())
+    ca = tmp_path / "ca.pem"
+    tls_ca.cert_pem.write_to_path(str(ca))
+    both = tmp_path / "both.jsonl"
+    both.write_text(
+        "".join(
+            json.dumps({"id": f"m{n}", "from": SENDER, "to": [to], "content": "Hi."})
+            + "\n"
+            for n, to in enumerate(["a@tls.test", "b@fallback.test"])
+        )
+    )
+    one = tmp_path / "one.jsonl"
+    one.write_text(both.read_text().splitlines()[0] + "\n")
+    direct = [
+        "bulk",
+        "--direct",
+        "--dns-server",
+        f"127.0.0.1:{dns.port}",
+        "--smtp-port",
+        str(hosts.port),
+        "--timeout",
+        "2",
+        "--attempts",
+        "1",
+        "--progress",
+        "none",
+    ]
+
+    def run(*args: str) -> dict[str, dict[str, Any]]:
+        report = tmp_path / "report.jsonl"
+        report.unlink(missing_ok=True)
+        assert cli.main([*direct, "--report", str(report), *args]) == 0
+        lines = report_lines(report)
+        return {line["id"]: line["recipients"][0] for line in lines}
+
+    # verify, trusting the test's CA: the certificate names mx.tls.test.
+    [a] = run("--direct-tls", "verify", "--cafile", str(ca), str(one)).values()
+    [version] = server.envelope_tls
+    assert version is not None and version.startswith("TLSv1.")
+    assert (a["outcome"], a["tls"], a["tls_fallback"]) == ("delivered", version, None)
+
+    # The default is may: TLS where it works, clear text after a failed
+    # handshake, each message once.
+    got = run(str(both))
+    assert (got["m0"]["tls"], got["m0"]["tls_fallback"]) == (version, None)
+    b = got["m1"]
+    assert (b["outcome"], b["code"], b["tls"]) == ("delivered", 250, None)
+    assert b["tls_fallback"].startswith("TLS handshake failed: ")
+    assert server.envelope_tls == [version, version]
+    assert broken.envelope_tls == [None] and broken.handshakes == 0
+
+    # none: clear text though STARTTLS is offered.
+    [a] = run("--direct-tls", "none", str(one)).values()
+    assert (a["outcome"], a["tls"], a["tls_fallback"]) == ("delivered", None, None)
+    assert server.envelope_tls == [version, version, None]
+
+    # Misused options: a usage error, nothing sent.
+    report = str(tmp_path / "bad.jsonl")
+    for bad in (
+        [*direct, "--direct-tls", "encrypt", "--cafile", str(ca)],
+        [*direct, "--tls", "starttls"],
+        ["bulk", "--server", f"{smtpd.host}:{smtpd.port}", "--direct-tls", "may"],
+    ):
+        capsys.readouterr()
+        assert cli.main([*bad, "--report", report, str(one)]) == 2
+        assert "--direct" in capsys.readouterr().err
+    assert len(server.envelope_tls) == 3 and smtpd.envelopes == []
+
+    # Through a relay, the report has no TLS fields.
+    assert bulk(smtpd, "--report", report, str(one)) == 0
+    [line] = report_lines(Path(report))
+    assert "tls" not in line["recipients"][0]
+    assert len(smtpd.envelopes) == 1

@@ -217,7 +217,9 @@ def test_encode_around_block_edges(core_impl: ModuleType, offset: int) -> None:
         for size in (len(data), 16, 17):
             chunks = [data[i : i + size] for i in range(0, len(data), size)]
             assert encode_all(core_impl, chunks) == expected, (data, size)
-        assert encode_all(core_impl, [data[: offset + 1], data[offset + 1 :]]) == expected
+        assert (
+            encode_all(core_impl, [data[: offset + 1], data[offset + 1 :]]) == expected
+        )
 
 
 def test_encode_large_chunk(core_impl: ModuleType) -> None:

@@ -13,16 +13,33 @@ import concurrent.futures
 import io
 import re
 import socket
+import ssl
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from servers import RecordingHandler, SMTPServer, TurnCounter
+import trustme
+from servers import RecordingHandler, SMTPServer, TLSRecordingHandler, TurnCounter
+from test_routing import (
+    MX_CERT_NAMES,
+    STARTTLS_EHLO,
+    DNSServer,
+    Hosts,
+    _broken_tls_context,
+    _port_free_everywhere,
+)
 
 import smtpc
-from smtpc.pool import BulkMessage, BulkSender, MessageResult, Outcome, Pool
+from smtpc.pool import (
+    BulkMessage,
+    BulkSender,
+    DirectPools,
+    MessageResult,
+    Outcome,
+    Pool,
+)
 
 SENDER = "sender@example.com"
 
@@ -764,3 +781,281 @@ def test_bulk_sender_refuses_bad_batch_size() -> None:
     pool = Pool("127.0.0.1")
     with pytest.raises(ValueError):
         BulkSender(pool, batch_size=0)
+
+
+# --- direct delivery under a TLS policy ---------------------------------------------
+# A DNS server and mail exchangers on 127.0.0.2-8, as in test_routing.py.
+
+MX_MESSAGE = b"From: sender@example.com\r\nSubject: direct\r\n\r\nHello.\r\n.dot\r\n"
+
+
+@pytest.fixture
+def dns_server() -> Iterator[DNSServer]:
+    server = DNSServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def hosts() -> Iterator[Hosts]:
+    started = Hosts(_port_free_everywhere())
+    yield started
+    for controller in started.controllers:
+        controller.stop()
+    for host in started.raw:
+        host.stop()
+
+
+@pytest.fixture(scope="module")
+def mx_tls_context(tls_ca: trustme.CA) -> ssl.SSLContext:
+    """Server context with a certificate for MX_CERT_NAMES."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls_ca.issue_cert(*MX_CERT_NAMES).configure_cert(context)
+    return context
+
+
+def _direct(
+    dns_server: DNSServer, hosts: Hosts, to: list[list[str]], **options: Any
+) -> list[MessageResult]:
+    """One message for each list of forward-paths, through DirectPools with
+    one session per host; the results in message order."""
+    messages = [
+        BulkMessage(SENDER, paths, MX_MESSAGE, str(n)) for n, paths in enumerate(to)
+    ]
+
+    async def run() -> list[MessageResult]:
+        pools = DirectPools(
+            dns_server.resolver(), port=hosts.port, size=1, timeout=2.0, **options
+        )
+        async with pools:
+            sender = BulkSender(pools, max_attempts=1)
+            return [r async for r in sender.send(messages)]
+
+    results = asyncio.run(asyncio.wait_for(run(), 30))
+    return sorted(results, key=lambda r: int(r.id or 0))
+
+
+def test_direct_may_uses_starttls_when_offered(
+    dns_server: DNSServer, hosts: Hosts, mx_tls_context: ssl.SSLContext
+) -> None:
+    dns_server.add("tls.test.", "MX", "10 mx.tls.test.")
+    dns_server.add("mx.tls.test.", "A", "127.0.0.2")
+    server = hosts.smtp("127.0.0.2", TLSRecordingHandler(), mx_tls_context)
+
+    results = _direct(dns_server, hosts, [["a@tls.test"], ["b@tls.test"]])
+
+    assert [r.delivered for r in results] == [["a@tls.test"], ["b@tls.test"]]
+    [version] = {o.tls for r in results for o in r.recipients}
+    assert version is not None and version.startswith("TLSv1.")
+    assert all(o.tls_fallback is None for r in results for o in r.recipients)
+    # One session, reused: one handshake, EHLO again under TLS, and both
+    # mail transactions under TLS.
+    assert server.handshakes == 1
+    assert server.ehlo_tls == [None, version]
+    assert server.envelope_tls == [version, version]
+    assert [e.original_content for e in server.envelopes] == [MX_MESSAGE] * 2
+
+
+def test_direct_may_stays_in_clear_text_without_starttls(
+    dns_server: DNSServer, hosts: Hosts
+) -> None:
+    dns_server.add("plain.test.", "MX", "10 mx.plain.test.")
+    dns_server.add("mx.plain.test.", "A", "127.0.0.2")
+    server = hosts.smtp("127.0.0.2", TLSRecordingHandler())
+
+    [result] = _direct(dns_server, hosts, [["r@plain.test"]])
+
+    [outcome] = result.recipients
+    assert outcome.outcome is Outcome.DELIVERED
+    assert (outcome.tls, outcome.tls_fallback) == (None, None)
+    assert server.ehlo_tls == [None]
+    assert server.envelope_tls == [None]
+    assert [e.rcpt_tos for e in server.envelopes] == [["r@plain.test"]]
+
+
+def test_direct_may_reconnects_in_clear_text_after_a_failed_handshake(
+    dns_server: DNSServer, hosts: Hosts
+) -> None:
+    dns_server.add(
+        "fallback.test.", "MX", "10 mx.fallback.test.", "20 b.fallback.test."
+    )
+    dns_server.add("mx.fallback.test.", "A", "127.0.0.2")
+    dns_server.add("b.fallback.test.", "A", "127.0.0.3")
+    broken = hosts.smtp("127.0.0.2", TLSRecordingHandler(), _broken_tls_context())
+    backup = hosts.smtp("127.0.0.3", TLSRecordingHandler())
+
+    [result] = _direct(dns_server, hosts, [["r@fallback.test"]])
+
+    [outcome] = result.recipients
+    assert outcome.outcome is Outcome.DELIVERED
+    assert outcome.reply is not None and outcome.reply.code == 250
+    assert outcome.tls is None
+    assert outcome.tls_fallback is not None
+    assert outcome.tls_fallback.startswith("TLS handshake failed: ")
+    assert outcome.tls_fallback.endswith("retried on a new clear-text session")
+    # The same host, on a second session with one EHLO and no STARTTLS: the
+    # message arrived once, in clear text; the next MX got nothing.
+    assert broken.handshakes == 0
+    assert broken.ehlo_tls == [None, None]
+    assert broken.envelope_tls == [None]
+    assert [e.original_content for e in broken.envelopes] == [MX_MESSAGE]
+    assert backup.ehlo_tls == [] and backup.envelopes == []
+
+
+def test_direct_may_goes_on_in_the_same_session_when_starttls_is_refused(
+    dns_server: DNSServer, hosts: Hosts
+) -> None:
+    dns_server.add("refusing.test.", "MX", "10 mx.refusing.test.")
+    dns_server.add("mx.refusing.test.", "A", "127.0.0.2")
+    host = hosts.scripted(
+        "127.0.0.2",
+        b"220 mx.refusing.test\r\n",
+        STARTTLS_EHLO,
+        b"454 4.7.0 TLS not available\r\n",
+        b"250 2.1.0 ok\r\n",
+        b"250 2.1.5 ok\r\n",
+        b"354 go on\r\n",
+        *[b""] * MX_MESSAGE.count(b"\n"),
+        b"250 2.0.0 queued\r\n",
+        b"221 2.0.0 bye\r\n",
+    )
+
+    [result] = _direct(dns_server, hosts, [["r@refusing.test"]])
+
+    [outcome] = result.recipients
+    assert outcome.outcome is Outcome.DELIVERED
+    assert outcome.tls is None
+    assert outcome.tls_fallback == (
+        "STARTTLS refused: 454 4.7.0 TLS not available; went on in clear text"
+    )
+    assert host.connections == 1
+    commands = [line.split(b":")[0].split()[0] for line in host.lines[:4]]
+    assert commands == [b"EHLO", b"STARTTLS", b"MAIL", b"RCPT"]
+    assert host.lines[-1] == b"QUIT\r\n"
+
+
+def test_direct_encrypt_skips_hosts_that_cannot_encrypt(
+    dns_server: DNSServer, hosts: Hosts, mx_tls_context: ssl.SSLContext
+) -> None:
+    dns_server.add(
+        "enc.test.",
+        "MX",
+        "10 plain.enc.test.",
+        "20 refusing.enc.test.",
+        "30 mx.enc.test.",
+    )
+    dns_server.add("plain.enc.test.", "A", "127.0.0.2")
+    dns_server.add("refusing.enc.test.", "A", "127.0.0.3")
+    dns_server.add("mx.enc.test.", "A", "127.0.0.4")
+    dns_server.add("clear.test.", "MX", "10 plain.enc.test.")
+    plain = hosts.smtp("127.0.0.2", TLSRecordingHandler())
+    refusing = hosts.scripted(
+        "127.0.0.3",
+        b"220 refusing\r\n",
+        STARTTLS_EHLO,
+        b"454 4.7.0 TLS not available\r\n",
+        b"221 2.0.0 bye\r\n",
+    )
+    good = hosts.smtp("127.0.0.4", TLSRecordingHandler(), mx_tls_context)
+
+    delivered, deferred = _direct(
+        dns_server, hosts, [["r@enc.test"], ["s@clear.test"]], tls="encrypt"
+    )
+
+    [outcome] = delivered.recipients
+    assert outcome.outcome is Outcome.DELIVERED
+    assert outcome.tls is not None and outcome.tls_fallback is None
+    assert good.envelope_tls == [outcome.tls]
+    assert [e.rcpt_tos for e in good.envelopes] == [["r@enc.test"]]
+    # Nothing reached the hosts that could not encrypt.
+    assert plain.envelopes == [] and set(plain.ehlo_tls) == {None}
+    assert refusing.lines[1:] == [b"STARTTLS\r\n", b"QUIT\r\n"]
+    # A domain whose only host cannot encrypt is deferred, and says why.
+    [outcome] = deferred.recipients
+    assert outcome.outcome is Outcome.DEFERRED
+    assert outcome.error == (
+        "no mail exchanger answered: plain.enc.test [127.0.0.2]: STARTTLS not offered"
+    )
+
+
+def test_direct_verify_checks_the_certificate_against_the_mx_name(
+    dns_server: DNSServer,
+    hosts: Hosts,
+    mx_tls_context: ssl.SSLContext,
+    client_tls_context: ssl.SSLContext,
+) -> None:
+    dns_server.add(
+        "verify.test.", "MX", "10 wrong.verify.test.", "20 good.verify.test."
+    )
+    # The same certificate on both: it names good.verify.test only.
+    dns_server.add("wrong.verify.test.", "A", "127.0.0.2")
+    dns_server.add("good.verify.test.", "A", "127.0.0.3")
+    wrong = hosts.smtp("127.0.0.2", TLSRecordingHandler(), mx_tls_context)
+    good = hosts.smtp("127.0.0.3", TLSRecordingHandler(), mx_tls_context)
+
+    [result] = _direct(
+        dns_server,
+        hosts,
+        [["r@verify.test"]],
+        tls="verify",
+        tls_context=client_tls_context,
+    )
+
+    [outcome] = result.recipients
+    assert outcome.outcome is Outcome.DELIVERED
+    assert outcome.tls is not None
+    assert good.envelope_tls == [outcome.tls]
+    assert wrong.envelopes == [] and wrong.handshakes == 0
+
+    # The default context trusts the system's authorities, not the test's.
+    [result] = _direct(dns_server, hosts, [["s@verify.test"]], tls="verify")
+    [outcome] = result.recipients
+    assert outcome.outcome is Outcome.DEFERRED
+    assert outcome.tls is None
+    assert outcome.error is not None
+    assert outcome.error.count("certificate verify failed") == 2
+    assert wrong.envelopes == [] and len(good.envelopes) == 1
+
+
+def test_direct_none_never_sends_starttls(
+    dns_server: DNSServer, hosts: Hosts, mx_tls_context: ssl.SSLContext
+) -> None:
+    dns_server.add("clear.test.", "MX", "10 mx.clear.test.")
+    dns_server.add("mx.clear.test.", "A", "127.0.0.2")
+    server = hosts.smtp("127.0.0.2", TLSRecordingHandler(), mx_tls_context)
+
+    [result] = _direct(dns_server, hosts, [["r@clear.test"]], tls="none")
+
+    [outcome] = result.recipients
+    assert outcome.outcome is Outcome.DELIVERED
+    assert (outcome.tls, outcome.tls_fallback) == (None, None)
+    # STARTTLS was offered and never used: one EHLO, no handshake.
+    assert server.handshakes == 0
+    assert server.ehlo_tls == [None]
+    assert server.envelope_tls == [None]
+
+
+def test_direct_pools_refuse_bad_tls_settings_before_any_query(
+    dns_server: DNSServer, client_tls_context: ssl.SSLContext
+) -> None:
+    from smtpc import tls
+
+    resolver = dns_server.resolver()
+    for bad in ["MAY", "", "dane", None, 1]:
+        with pytest.raises(ValueError, match="tls must be one of"):
+            DirectPools(resolver, tls=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="tls='none'"):
+        DirectPools(resolver, tls="none", tls_context=client_tls_context)
+    with pytest.raises(ValueError, match="verifies"):
+        DirectPools(resolver, tls="verify", tls_context=tls.unverified_context())
+    with pytest.raises(TypeError, match="SSLContext"):
+        DirectPools(resolver, tls_context="ca.pem")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="not starttls="):
+        DirectPools(resolver, starttls=True)
+    with pytest.raises(ValueError, match="not use_tls="):
+        DirectPools(resolver, use_tls=True)
+    with pytest.raises(ValueError, match="port"):
+        DirectPools(resolver, port=0)
+    assert dns_server.queries == []
+    pools = DirectPools(resolver)
+    assert (pools.tls, pools.tls_context) == ("may", None)
