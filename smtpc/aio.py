@@ -280,6 +280,13 @@ class SMTP(operations.ClientState):
         use_tls: implicit TLS from the start (RFC 8314), as ``SMTP_SSL``.
         tls_context: the context for implicit TLS; by default one that
             verifies the server's certificate and host name.
+        transaction_timeout: seconds for a whole mail transaction sent by
+            :meth:`deliver` or :meth:`sendmail`, from MAIL to the final
+            reply, however the server paces its reading and replies; for
+            :meth:`deliver_many`, for the whole batch (None: only
+            ``timeout`` applies, to each step). Past it
+            :class:`~smtpc.SMTPTimeoutError` is raised and the session
+            closed.
     """
 
     ehlo_msg = "ehlo"
@@ -299,7 +306,13 @@ class SMTP(operations.ClientState):
         chunking: bool = True,
         use_tls: bool = False,
         tls_context: ssl.SSLContext | None = None,
+        transaction_timeout: float | None = None,
     ) -> None:
+        if transaction_timeout is not None and transaction_timeout <= 0:
+            raise ValueError("transaction_timeout must be positive")
+        self.transaction_timeout = transaction_timeout
+        # The loop time a running mail transaction must end by, or None.
+        self._deadline: float | None = None
         self._host = host
         self._port = port
         self.timeout = timeout
@@ -498,16 +511,34 @@ class SMTP(operations.ClientState):
         self._write_held()
         _, conn = self._require_transport()
         with self._transport_errors("sending to the server"):
-            async with asyncio.timeout(self._effective_timeout()):
+            async with asyncio.timeout_at(self._step_deadline(conn)):
                 await conn.drain()
+
+    def _step_deadline(self, conn: _Connection) -> float | None:
+        """The loop time one step must end by: ``timeout`` from now, and no
+        later than the mail transaction's deadline."""
+        timeout = self._effective_timeout()
+        deadline = None if timeout is None else conn.time() + timeout
+        if self._deadline is None:
+            return deadline
+        return self._deadline if deadline is None else min(deadline, self._deadline)
+
+    async def _bounded(self, steps: Steps) -> Any:
+        """Run a mail transaction's steps within ``transaction_timeout``."""
+        if self.transaction_timeout is None:
+            return await self._run(steps)
+        self._deadline = asyncio.get_running_loop().time() + self.transaction_timeout
+        try:
+            return await self._run(steps)
+        finally:
+            self._deadline = None
 
     async def _wait_reply(self, conn: _Connection) -> Reply:
         """Read until a whole reply is in, within ``timeout`` for the whole
         reply, so that a server trickling one octet at a time cannot hold
         the session longer than a silent one."""
         session = self._session
-        timeout = self._effective_timeout()
-        deadline = None if timeout is None else conn.time() + timeout
+        deadline = self._step_deadline(conn)
         try:
             while (reply := self._next_reply()) is None:
                 data = await conn.receive(deadline)
@@ -859,7 +890,13 @@ class SMTP(operations.ClientState):
             pipelining=self.pipelining,
             chunking=self.chunking,
         )
-        result: TransactionResult = await self._run(steps)
+        self.last_result = None
+        try:
+            result: TransactionResult = await self._bounded(steps)
+        except SMTPServerDisconnected as exc:
+            # What was accepted before the session was lost.
+            self.last_result = getattr(exc, "result", None)
+            raise
         self.last_result = result
         operations.log_transaction(self._host, result)
         return result
@@ -914,7 +951,7 @@ class SMTP(operations.ClientState):
             pipelining=self.pipelining,
             chunking=self.chunking,
         )
-        await self._run(steps)
+        await self._bounded(steps)
 
     async def sendmail(
         self,

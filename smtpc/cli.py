@@ -627,9 +627,17 @@ def _report(name: str, result: Any) -> int:
         return 1
     print(f"{name}: {result.final or 'not sent'}")
     for recipient in result.recipients:
-        accepted = recipient.accepted and result.delivered
-        mark = "accepted" if accepted else "REFUSED"
-        print(f"  {recipient.address}: {mark} ({recipient.outcome})")
+        # A recipient accepted at RCPT shares the fate of the content.
+        reply = recipient.outcome
+        if recipient.accepted:
+            reply = result.final or result.data or reply
+        if recipient.accepted and result.delivered:
+            mark = "accepted"
+        elif reply is not None and 400 <= reply.code < 500:
+            mark = "DEFERRED"  # a temporary failure: worth sending again
+        else:
+            mark = "REFUSED"
+        print(f"  {recipient.address}: {mark} ({reply})")
     return 0 if result.delivered and not result.refused else 1
 
 

@@ -674,7 +674,13 @@ class SMTP(operations.ClientState):
             pipelining=self.pipelining,
             chunking=self.chunking,
         )
-        result: TransactionResult = self._bounded(steps)
+        self.last_result = None
+        try:
+            result: TransactionResult = self._bounded(steps)
+        except SMTPServerDisconnected as exc:
+            # What was accepted before the session was lost.
+            self.last_result = getattr(exc, "result", None)
+            raise
         self.last_result = result
         operations.log_transaction(self._host, result)
         return result

@@ -113,12 +113,16 @@ def test_a_refused_recipient_makes_the_exit_status_1(
             "ok@example.org",
             "--to",
             "refuse@example.org",
+            "--to",
+            "defer@example.org",
             str(path),
         ]
     )
     assert status == 1
     out = capsys.readouterr().out
     assert "refuse@example.org: REFUSED (550" in out
+    # A temporary failure reads as one.
+    assert "defer@example.org: DEFERRED (451" in out
     assert "ok@example.org: accepted" in out
 
 

@@ -314,6 +314,56 @@ S: 250 accepted
     play.finish()
 
 
+def test_bdat_ends_the_last_line_as_data_does() -> None:
+    # A last line without a line ending gets its CRLF in a final chunk, so
+    # the octets delivered are the same over BDAT and DATA.
+    play = start(
+        """\
+S: 220 mx
+C: EHLO client.example.com
+S: 250-mx
+S: 250-PIPELINING
+S: 250 CHUNKING
+C: MAIL FROM:<a@example.com>
+C: RCPT TO:<b@example.org>
+S: 250 ok
+S: 250 ok
+C: BDAT 5
+C: one
+C: BDAT 3
+C: twoBDAT 2 LAST
+C:
+S: 250 5 octets
+S: 250 3 octets
+S: 250 message accepted
+"""
+    )
+    result = send(play, ["b@example.org"], [b"one\n", b"two"])
+    assert result.delivered  # type: ignore[attr-defined]
+    play.finish()
+
+
+def test_single_bdat_chunk_ends_its_last_line() -> None:
+    play = start(
+        """\
+S: 220 mx
+C: EHLO client.example.com
+S: 250-mx
+S: 250 CHUNKING
+C: MAIL FROM:<a@example.com>
+S: 250 ok
+C: RCPT TO:<b@example.org>
+S: 250 ok
+C: BDAT 4 LAST
+C: hi
+S: 250 accepted
+"""
+    )
+    result = send(play, ["b@example.org"], [b"hi"], single_chunk=True)
+    assert result.delivered  # type: ignore[attr-defined]
+    play.finish()
+
+
 def test_small_message_goes_with_its_envelope_in_one_group() -> None:
     # RFC 3030 §4.2 with RFC 2920: one round trip for the whole transaction.
     play = start(

@@ -3,6 +3,7 @@ nothing hangs. A scripted loopback server plays the hostile part."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -196,6 +197,8 @@ def test_server_closing_mid_transaction_reports_what_was_accepted(
     assert result.final is None
     assert not result.delivered
     assert client.sock is None
+    # As sendmail's docstring says, the result is kept.
+    assert client.last_result is result
 
 
 # -- 421 closes the session wherever it comes -----------------------------------
@@ -458,6 +461,36 @@ def test_transaction_timeout_bounds_a_server_that_reads_slowly() -> None:
         server.close()
     assert time.monotonic() - started < 5
     assert client.sock is None
+
+
+def test_async_transaction_timeout_bounds_a_server_that_reads_slowly() -> None:
+    server = _SlowReader()
+    chunk = b"x" * 1000 + b"\r\n"
+    content = (chunk for _ in range(100_000))  # 100 MB, never held whole
+
+    async def main() -> bool:
+        client = smtpc.AsyncSMTP(
+            "127.0.0.1", server.port, timeout=30, transaction_timeout=1.0
+        )
+        await client.connect()
+        with pytest.raises(smtpc.SMTPTimeoutError):
+            await client.sendmail(SENDER, [RECIPIENT], content)
+        connected = client.is_connected
+        await client.wait_closed()
+        return connected
+
+    started = time.monotonic()
+    try:
+        connected = asyncio.run(main())
+    finally:
+        server.close()
+    assert time.monotonic() - started < 5
+    assert not connected
+
+
+def test_async_transaction_timeout_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        smtpc.AsyncSMTP(transaction_timeout=0)
 
 
 def test_a_source_failing_mid_content_closes_the_session(smtpd: Any) -> None:

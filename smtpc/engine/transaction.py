@@ -180,7 +180,7 @@ def run_transaction(
     eager: bytes | bytearray | None = None
     if pipelining and use_bdat and single_chunk:
         (only,) = chunks
-        normalised = core.LineEncoder().encode(only)
+        normalised = _ended(core.LineEncoder().encode(only))
         if len(normalised) <= _EAGER_BDAT:
             eager = normalised
 
@@ -390,6 +390,11 @@ def _abandon(session: Session, result: TransactionResult) -> Steps:
     return result
 
 
+def _ended(content: bytes) -> bytes:
+    # Content whose last line has no line ending, with its CRLF.
+    return content + b"\r\n" if content and not content.endswith(b"\n") else content
+
+
 def _send_bdat(
     session: Session,
     result: TransactionResult,
@@ -407,11 +412,17 @@ def _send_bdat(
     emitter = session.emitter
     endings = core.LineEncoder()
     outstanding = 0
+    # The content's last line gets its CRLF, as over DATA: the octets
+    # delivered do not depend on the extensions the server offers.
+    ended = True
     for count, raw in enumerate(chunks, 1):
         chunk = endings.encode(raw)
+        if single_chunk:
+            chunk = _ended(chunk)
         size = len(chunk)
         if size == 0:
             continue
+        ended = chunk.endswith(b"\n")
         last = b" LAST" if single_chunk else b""
         session.send(b"BDAT %d%s" % (size, last))
         emitter.write(chunk)
@@ -425,7 +436,9 @@ def _send_bdat(
             yield DRAIN
     else:
         if not single_chunk or outstanding == 0 and result.data is None:
-            session.send(b"BDAT 0 LAST")
+            session.send(b"BDAT 0 LAST" if ended else b"BDAT 2 LAST")
+            if not ended:
+                emitter.write(b"\r\n")
             outstanding += 1
     while outstanding:
         reply = yield READ
