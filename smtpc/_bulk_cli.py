@@ -279,7 +279,21 @@ def _mbox_body(lines: list[bytes]) -> bytes:
 
 
 def _jsonl(args: argparse.Namespace) -> Iterator[tuple[str, str, list[str], Any]]:
+    # The whole file is checked before the first message goes: a bad line
+    # or a repeated id stops the run before anything is sent. Ids must be
+    # unique, since the report and --resume know a message by its id.
     path: Path = args.source
+    seen: set[str] = set()
+    for where, job in _jobs(path):
+        if job[0] in seen:
+            raise ValueError(f"{where}: id {job[0]!r} is used twice")
+        seen.add(job[0])
+    seen.clear()
+    for _, job in _jobs(path):
+        yield job
+
+
+def _jobs(path: Path) -> Iterator[tuple[str, tuple[str, str, list[str], Any]]]:
     with path.open(encoding="utf-8") as jobs:
         for number, line in enumerate(jobs, 1):
             if not line.strip():
@@ -306,7 +320,7 @@ def _jsonl(args: argparse.Namespace) -> Iterator[tuple[str, str, list[str], Any]
                 content = job["content"].encode("utf-8")
             else:
                 raise ValueError(f"{where}: needs 'file' or 'content'")
-            yield message_id, from_addr, [str(a) for a in to_addrs], content
+            yield where, (message_id, from_addr, [str(a) for a in to_addrs], content)
 
 
 # --- the report -----------------------------------------------------------------

@@ -283,7 +283,8 @@ def message_envelope(
         ``(from_addr, to_addrs, content, mail_options)``.
 
     Raises:
-        ValueError: more than one block of ``Resent-`` headers.
+        ValueError: more than one block of ``Resent-`` headers, or no From
+            (or Sender) field and no ``from_addr``.
         SMTPNotSupportedError: an address needs SMTPUTF8, not offered.
     """
     from email.utils import getaddresses
@@ -292,6 +293,9 @@ def message_envelope(
     if from_addr is None:
         # RFC 5322 §3.6.2: Sender, when present, names the submitter.
         name = prefix + "Sender" if (prefix + "Sender") in msg else prefix + "From"
+        if msg[name] is None:
+            # smtplib would send MAIL FROM:<None>.
+            raise ValueError(f"the message has no {name} field: give from_addr")
         from_addr = getaddresses([msg[name]])[0][1]
     if to_addrs is None:
         fields = [msg[prefix + n] for n in ("To", "Bcc", "Cc")]

@@ -174,6 +174,22 @@ def test_bad_job_file_is_a_usage_error_before_anything_is_sent(
     assert smtpd.envelopes == []
 
 
+def test_a_repeated_id_is_refused_before_anything_is_sent(
+    tmp_path: Path, smtpd: SMTPServer, capsys: Any
+) -> None:
+    # The report and --resume know a message by its id: two messages with
+    # one id could not be told apart.
+    lines = [
+        json.dumps({"id": i, "from": SENDER, "to": "y@example.org", "content": "x\r\n"})
+        for i in ("a", "b", *(str(n) for n in range(50)), "a")
+    ]
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text("\n".join(lines) + "\n")
+    assert bulk(smtpd, "--report", str(tmp_path / "r.jsonl"), str(jobs)) == 2
+    assert "id 'a' is used twice" in capsys.readouterr().err
+    assert smtpd.envelopes == []
+
+
 def test_plain_progress_line(smtpd: SMTPServer, tmp_path: Path, capsys: Any) -> None:
     jobs = tmp_path / "jobs.jsonl"
     jobs.write_text(

@@ -755,6 +755,19 @@ def test_send_message_explicit_envelope(
     assert agree(smtp_module, scenario) == (SENDER, [RECIPIENT])
 
 
+def test_smtpc_send_message_without_from_raises_before_sending(
+    smtpc: ModuleType, smtpd: SMTPServer
+) -> None:
+    # smtplib would send MAIL FROM:<None>.
+    message = make_message()
+    del message["From"]
+    with smtpc.SMTP(smtpd.host, smtpd.port) as client:
+        with pytest.raises(ValueError, match="no From field"):
+            client.send_message(message)
+        client.send_message(message, SENDER)
+    assert [e.mail_from for e in smtpd.envelopes] == [SENDER]
+
+
 def test_send_message_international(smtp_module: ModuleType, smtpd: SMTPServer) -> None:
     def scenario(m: ModuleType) -> tuple[Any, ...]:
         message = make_message()
