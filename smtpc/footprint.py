@@ -53,7 +53,17 @@ _STT_FUNC = 2
 _MANGLED = "5smtpc_5_core_"
 HOT_PATH_PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("command composer", ("command", "_has_line_break", "check_path")),
-    ("dot-stuffer", ("DataEncoder", "LineEncoder", "_encode", "smtpc_stuff")),
+    (
+        "dot-stuffer",
+        (
+            "DataEncoder",
+            "LineEncoder",
+            "_encode",
+            "smtpc_stuff",
+            "smtpc_masks",
+            "smtpc_neon",
+        ),
+    ),
     ("emitter", ("Emitter",)),
     ("base64", ("b64encode",)),
     ("argument helpers", ("_view", "_refuse")),

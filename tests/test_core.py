@@ -28,7 +28,8 @@ NO_EXTENSIONS = os.environ.get("SMTPC_NO_EXTENSIONS") == "1"
 fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 # Message content rich in the octets dot-stuffing cares about, with runs long
-# enough to leave as zero-copy pieces from every buffer size tested.
+# enough to cross the encoder's 16-octet blocks and overflow every buffer
+# size tested.
 TOKENS = [b".", b"..", b"\r", b"\n", b"\r\n", b"a", b" ", b"x" * 40, b"y" * 150]
 content = st.one_of(
     st.binary(max_size=300),

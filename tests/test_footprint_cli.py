@@ -97,3 +97,28 @@ def test_bench_refuses_no_messages() -> None:
     )
     assert done.returncode == 2
     assert "at least 1" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("symbol", "part"),
+    [
+        ("__pyx_pw_5smtpc_5_core_7Emitter_3command", "command composer"),
+        ("__pyx_pw_5smtpc_5_core_7Emitter_9write_data", "emitter"),
+        ("__pyx_tp_dealloc_5smtpc_5_core_LineEncoder", "dot-stuffer"),
+        ("__pyx_f_5smtpc_5_core__encode_chunk", "dot-stuffer"),
+        # The C loop and what it calls, when the compiler keeps them apart.
+        ("smtpc_stuff", "dot-stuffer"),
+        ("smtpc_masks", "dot-stuffer"),
+        ("smtpc_neon_mask", "dot-stuffer"),
+        ("__pyx_f_5smtpc_5_core__view", "argument helpers"),
+        # MIME encoders, MD4 and module set-up are not on the hot path.
+        ("smtpc_b64_lines", None),
+        ("__pyx_pw_5smtpc_5_core_13Base64Encoder_3encode", None),
+        ("__pyx_pw_5smtpc_5_core_5md4", None),
+        ("__pyx_pymod_exec__core", None),
+    ],
+)
+def test_hot_path_parts(symbol: str, part: str | None) -> None:
+    from smtpc import footprint
+
+    assert footprint.hot_path_part(symbol) == part
